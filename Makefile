@@ -1,0 +1,50 @@
+# parkit: two commands do all the set-up on a fresh machine.
+#   make reproduce   create .venv, install, run the notebook sequence in the demo profile
+#   make test        create .venv, install, run every test and the notebooks (smoke profile) under nbval
+#   make lab         open JupyterLab on the notebooks
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.parkit-installed
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: env reproduce test test-unit test-notebooks browser-deps lab notebooks clean-outputs bench
+
+env: $(STAMP)
+
+# Re-installs only when the pins or the package metadata change: a second `make` is fast.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+# Headless Chromium for the JupyterLab browser test (Debian's package; never a downloaded browser).
+# Best effort: the browser test skips with a reason when Chromium cannot be installed.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+	  || echo "chromium could not be installed: the browser test will skip"; fi
+
+reproduce: $(STAMP)
+	$(PY) tools/reproduce.py --profile demo
+
+test: $(STAMP) browser-deps
+	$(PY) -m pytest tests -q -ra --timeout=900
+	PARKIT_PROFILE=smoke $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
+	  -p no:cacheprovider notebooks/
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests -q -ra --timeout=900
+
+test-notebooks: $(STAMP)
+	PARKIT_PROFILE=smoke $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=600 notebooks/
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py

@@ -1,0 +1,84 @@
+"""Execute the numbered notebooks in order (papermill), in place, and print a summary.
+
+`make reproduce` calls this with `--profile demo`: every notebook runs top to bottom in a fresh
+kernel, writes its figures under figures/ and tables under results/, and keeps its outputs so the
+committed notebooks show this run. Widget state is stripped (it is large and useless offline).
+A notebook that fails stops the sequence with its name; the ones already run keep their outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def strip_widget_state(path: Path) -> None:
+    """Remove widget state and widget-view outputs that only a live kernel can render."""
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                data.pop("application/vnd.jupyter.widget-view+json")
+                data.setdefault("text/plain", "(interactive widget: run the notebook to use it)")
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nb.metadata.pop("papermill", None)
+    nbformat.write(nb, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper"])
+    ap.add_argument("--only", nargs="*", help="notebook number prefixes to run (default: all)")
+    args = ap.parse_args(argv)
+
+    import papermill as pm
+
+    os.environ["PARKIT_PROFILE"] = args.profile
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    books = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if args.only:
+        books = [b for b in books if any(b.name.startswith(p) for p in args.only)]
+    timings = []
+    t_all = time.perf_counter()
+    for nb in books:
+        t0 = time.perf_counter()
+        print(f"== {nb.name} ({args.profile})", flush=True)
+        try:
+            pm.execute_notebook(str(nb), str(nb), parameters={"PROFILE": args.profile},
+                                cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False,
+                                log_output=False)
+        except Exception as exc:  # papermill already saved the failing notebook with its error
+            print(f"!! {nb.name} failed: {type(exc).__name__}: {str(exc)[:2000]}", file=sys.stderr)
+            return 1
+        finally:
+            strip_widget_state(nb)
+        timings.append((nb.name, time.perf_counter() - t0))
+        print(f"   done in {timings[-1][1]:.0f} s", flush=True)
+
+    from parkit.profiles import output_dirs
+    from parkit.reporting import summary_table
+
+    _, results = output_dirs(args.profile)
+    print("\nTime per notebook:")
+    for name, sec in timings:
+        print(f"  {name:<36s} {sec:7.1f} s")
+    print(f"  {'total':<36s} {time.perf_counter() - t_all:7.1f} s\n")
+    table = summary_table(results)
+    print(table if table else "(no result tables found)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
