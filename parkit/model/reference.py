@@ -1,0 +1,363 @@
+"""Reference mode: parkit's PromptPAR weights run through the *official computation structure*.
+
+parkit computes PromptPAR's function with a few structural shortcuts (spec §3, §6, §12): the text
+features are cached when they cannot change, the A per-attribute heads are one (A, W) einsum,
+attention goes through `scaled_dot_product_attention` with a boolean mask, and checkpoints hold
+only the trained tensors. The official code does none of that. `ReferencePromptPAR` wraps an
+existing `PromptPAR` (sharing its modules and weights, so nothing large is copied) and computes the
+same function the official way:
+
+- the text encoder runs over all A sentences at every forward (no cache), sequence-first, with the
+  additive causal mask (spec §3.3);
+- the image encoder runs sequence-first (L, B, D) with the additive 0/-inf stripe mask (spec §4.2)
+  and the classic attention maths: q k^T * scale + mask -> softmax -> @ v, the path
+  `nn.MultiheadAttention` took before PyTorch fused it (or, with `attention="module"`, a literal
+  call of CLIP's `nn.MultiheadAttention`, as the official code does);
+- the global-local aggregation loops over the batch in Python (spec §3.4);
+- the MM-former uses timm's explicit attention, and the heads are A separate `nn.Linear(W, 1)`
+  evaluated in a Python loop (spec §3.5 step 6);
+- `full_state_dict()` is the official checkpoint's content: the whole CLIP (every frozen weight)
+  plus the classifier (spec §12, §14.15), for the checkpoint-size comparison.
+
+The behaviour settings of the wrapped model (text-prompt placement, ln_post, region token, GL
+aggregation, ...) are honoured, so outputs equal parkit's within float tolerance for any config.
+The module exists for benchmarks and tests (`benchmarks/`, `tests/test_reference_mode.py`); it is
+not a product path.
+
+`truncate_text_encoder(model)` is a *prototype* of a proposed parkit change, kept here so the
+benchmarks can measure it (see benchmarks/RESULTS.md): with a causal text mask and EOT pooling,
+positions after the longest sentence's EOT never influence the features, so the text transformer
+can run on max(EOT) + 1 (+ prompts) positions instead of 77, with identical results.
+"""
+from __future__ import annotations
+
+import types
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from parkit.model.geometry import visual_mask
+from parkit.model.promptpar import PAROutput
+
+ATTENTION_MODES = ("explicit", "module")
+
+# CLIP's `convert_weights` (what the official loader applies on the GPU, spec §3.1) casts these to
+# fp16: conv and linear weights/biases, the attention projections and the two projection matrices.
+# Embeddings, LayerNorms, prompts and BN stay fp32.
+_FP16_SUFFIXES = ("conv1.weight", "in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias",
+                  "c_fc.weight", "c_fc.bias", "c_proj.weight", "c_proj.bias")
+_FP16_NAMES = ("proj", "text_projection")
+
+
+def classic_attention(x: torch.Tensor, attn: nn.MultiheadAttention,
+                      mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Multi-head self-attention on a sequence-first batch with the pre-fusion maths.
+
+    Args:
+        x: (L, N, D) tokens.
+        attn: a packed-projection `nn.MultiheadAttention` (CLIP's), whose weights are used.
+        mask: (L, L) additive float mask (0 or -inf) or None.
+
+    Returns:
+        (L, N, D) attention output after `out_proj`.
+    """
+    length, n, width = x.shape
+    heads = attn.num_heads
+    d = width // heads
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)  # each (L, N, D)
+    q = q.reshape(length, n * heads, d).transpose(0, 1) * d ** -0.5  # (N*H, L, d)
+    k = k.reshape(length, n * heads, d).transpose(0, 1)
+    v = v.reshape(length, n * heads, d).transpose(0, 1)
+    if mask is not None:
+        scores = torch.baddbmm(mask.to(q.dtype), q, k.transpose(1, 2))  # (N*H, L, L)
+    else:
+        scores = torch.bmm(q, k.transpose(1, 2))
+    out = torch.bmm(scores.softmax(dim=-1), v)  # (N*H, L, d)
+    out = out.transpose(0, 1).reshape(length, n, width)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+
+
+def clip_block_classic(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor],
+                       attention: str = "explicit") -> torch.Tensor:
+    """One CLIP `ResidualAttentionBlock` on (L, N, D) with an additive mask, as the official code runs it."""
+    h = block.ln_1(x)
+    if attention == "explicit":
+        a = classic_attention(h, block.attn, mask)
+    else:
+        a = block.attn(h, h, h, need_weights=False, attn_mask=None if mask is None else mask.to(h.dtype))[0]
+    x = x + a
+    return x + block.mlp(block.ln_2(x))
+
+
+def timm_block_classic(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One MM-former block (parkit `MMBlock`, timm names) with timm's explicit attention maths.
+
+    DropPath is the block's own module, so the random draws match parkit's in train mode.
+    """
+    b, length, width = x.shape
+    heads = block.attn.num_heads
+    d = width // heads
+    h = block.norm1(x)
+    q, k, v = block.attn.qkv(h).reshape(b, length, 3, heads, d).permute(2, 0, 3, 1, 4)  # each (B, H, L, d)
+    weights = ((q @ k.transpose(-2, -1)) * d ** -0.5).softmax(dim=-1)  # (B, H, L, L)
+    a = block.attn.proj((weights @ v).transpose(1, 2).reshape(b, length, width))
+    x = x + block.drop_path1(a)
+    return x + block.drop_path2(block.mlp(block.norm2(x)))
+
+
+class ReferencePromptPAR(nn.Module):
+    """A `PromptPAR` computed with the official code's structure (see the module docstring).
+
+    The wrapped model's modules are shared (same tensors, same `requires_grad`); only the heads are
+    copied, into A separate `nn.Linear(W, 1)`. Training the reference therefore changes the wrapped
+    model's prompts too, but not its stacked heads.
+
+    Args:
+        model: a built `parkit.model.PromptPAR`.
+        attention: "explicit" (q k^T + mask -> softmax -> @ v, default) or "module" (call CLIP's
+            `nn.MultiheadAttention` with the additive mask, literally as the official code does;
+            current PyTorch may route that call to a fused kernel).
+
+    Raises:
+        ValueError: unknown attention mode, or a model that is not a PromptPAR.
+    """
+
+    def __init__(self, model: nn.Module, attention: str = "explicit"):
+        super().__init__()
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
+        if not all(hasattr(model, name) for name in ("visual", "text", "fusion", "config")):
+            raise ValueError(f"ReferencePromptPAR wraps a parkit PromptPAR (create_model('promptpar-...')), "
+                             f"got {type(model).__name__}")
+        self.attention = attention
+        self.config = model.config
+        self.dims = model.dims
+        self._attributes = list(model.attributes)
+        self._sentences = list(model.sentences)
+        self.visual = model.visual
+        self.text = model.text
+        self.logit_scale = model.logit_scale
+        self.gl = model.gl
+        fusion = model.fusion
+        self.num_attributes = fusion.num_attributes
+        # The classifier's parts, registered one by one (official names, spec §3.5).
+        self.word_embed = fusion.word_embed
+        self.visual_embed = fusion.visual_embed
+        self.blocks = fusion.blocks
+        self.token_mixer = fusion.token_mixer
+        self.norm = fusion.norm
+        self.bn = fusion.bn
+        heads = fusion.heads.to_linear_heads()  # A x Linear(W, 1), copies of the stacked weights
+        for head in heads:
+            head.requires_grad_(fusion.heads.weight.requires_grad)
+        self.weight_layer = heads
+        self.train(model.training)
+
+    @property
+    def attributes(self):
+        return list(self._attributes)
+
+    @property
+    def sentences(self):
+        return list(self._sentences)
+
+    # -----------------------------------------------------------------------------------------
+    def _visual_mask(self, device, dtype) -> Optional[torch.Tensor]:
+        cfg = self.config
+        if not cfg.use_vismask:
+            return None
+        # Rebuilt at every forward, like the official `build_visual_mask` call (spec §4).
+        return visual_mask(cfg.vis_prompt, self.dims.grid, self.dims.grid, cfg.div_num,
+                           cfg.overlap_row).to(device=device, dtype=dtype)
+
+    def encode_image(self, images: torch.Tensor):
+        """Visual tokens F_v (B, L, E) and region tokens R (B, K, E), sequence-first inside (spec §3.2)."""
+        vis = self.visual
+        x = vis.conv1(images.to(vis.conv1.weight.dtype))  # (B, D, g, g)
+        b, width = x.shape[0], x.shape[1]
+        x = x.reshape(b, width, -1).permute(0, 2, 1)  # (B, N, D)
+        cls = vis.class_embedding.to(x.dtype) + torch.zeros(b, 1, width, dtype=x.dtype, device=x.device)
+        x = torch.cat([cls, x], dim=1) + vis.positional_embedding.to(x.dtype)  # (B, 1 + N, D)
+        k = 1
+        if vis.part_class_embedding is not None:
+            parts = vis.part_class_embedding.to(x.dtype).unsqueeze(0).expand(b, -1, -1)
+            x = torch.cat([x[:, :1], parts, x[:, 1:]], dim=1)  # (B, K + N, D)
+            k = 1 + parts.shape[1]
+        x = vis.ln_pre(x).permute(1, 0, 2)  # (K + N, B, D) sequence-first, as the official code
+        mask = self._visual_mask(x.device, x.dtype)
+        start = vis.layout.patch_start
+        per = vis.layout.prompts_per_group
+        for layer, block in enumerate(vis.transformer.resblocks):
+            if layer < vis.prompted_layers:
+                prompts = vis.prompt_deep[layer].to(x.dtype)  # (P, D)
+                pieces = []
+                for g in range(k):
+                    cls_row = x[g:g + 1] if layer == 0 else x[g * (per + 1):g * (per + 1) + 1]
+                    pieces.append(cls_row)
+                    pieces.append(prompts[g * per:(g + 1) * per].unsqueeze(1).expand(-1, b, -1))
+                pieces.append(x[k:] if layer == 0 else x[start:])
+                x = torch.cat(pieces, dim=0)  # (L, B, D)
+            x = clip_block_classic(block, x, mask, self.attention)
+        x = x.permute(1, 0, 2)  # (B, L, D)
+        if self.config.ln_post:
+            x = vis.ln_post(x)
+        tokens = x @ vis.proj.to(x.dtype)  # (B, L, E)
+        return tokens, tokens[:, list(vis.region_indices)]
+
+    def encode_text(self) -> torch.Tensor:
+        """Text features T (A, E) float32, recomputed at every call (no cache, spec §3.3)."""
+        txt = self.text
+        n = txt.num_prompts
+        ctx = self.dims.context_length
+        dtype = txt.transformer.resblocks[0].attn.in_proj_weight.dtype
+        x = txt.token_embedding(txt.tokens).to(dtype) + txt.positional_embedding.to(dtype)  # (A, 77, W)
+        length = ctx + n if txt.placement == "official" else ctx
+        causal = torch.full((length, length), float("-inf"), device=x.device, dtype=dtype).triu(1)
+        x = x.permute(1, 0, 2)  # (77, A, W)
+        for layer, block in enumerate(txt.transformer.resblocks):
+            if n:
+                prompts = txt.prompt_text_deep[layer].to(x.dtype)  # (n, A, W)
+                if txt.placement == "official":
+                    x = torch.cat([x[:ctx], prompts], dim=0)  # appended after position 76 (inert, spec §6)
+                elif layer == 0:
+                    x = torch.cat([x[:1], prompts, x[1:ctx - n]], dim=0)
+                else:
+                    x = torch.cat([x[:1], prompts, x[1 + n:]], dim=0)
+            x = clip_block_classic(block, x, causal, self.attention)
+        x = txt.ln_final(x.permute(1, 0, 2))  # (A, L, W)
+        shift = n if txt.placement == "effective" else 0
+        pooled = x[torch.arange(x.shape[0], device=x.device), txt.eot_index + shift]  # (A, W)
+        return (pooled @ txt.text_projection.to(pooled.dtype)).float()
+
+    def similarity(self, regions: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Global-local logits (B, A) with the official per-sample Python loop (spec §3.4)."""
+        gl = self.gl
+        probs = gl.probabilities(regions, text, self.logit_scale.exp())  # (B, K, A)
+        g = probs[:, 0]
+        if probs.shape[1] == 1:
+            return gl.agg_bn(g)
+        aggs = []
+        for i in range(probs.shape[0]):  # the official loop over the batch
+            local = probs[i, 1:]  # (D, A)
+            high, low = local.max(dim=0).values, local.min(dim=0).values
+            aggs.append(torch.where(high > gl.threshold, high, low))
+        agg = aggs[-1:] * len(aggs) if gl.aggregation == "last_sample" else aggs
+        return gl.agg_bn((torch.stack(agg) + g) / 2)
+
+    def classify(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """Fusion and per-attribute heads (spec §3.5): logits (B, A) float32."""
+        b = visual.shape[0]
+        a = self.num_attributes
+        dtype = self.word_embed.weight.dtype
+        t = self.word_embed(text.to(dtype)).expand(b, a, -1)  # (B, A, W)
+        v = visual.to(dtype)
+        if self.visual_embed is not None:
+            v = self.visual_embed(v)
+        x = torch.cat([t, v], dim=1)  # (B, A + L, W)
+        if self.blocks is not None:
+            for block in self.blocks:
+                x = timm_block_classic(block, x)
+        else:
+            x = self.token_mixer(x.transpose(1, 2)).transpose(1, 2)  # (B, A, W)
+        x = self.norm(x)
+        logits = torch.cat([self.weight_layer[i](x[:, i]) for i in range(a)], dim=1)  # (B, A), one head each
+        return self.bn(logits.float())
+
+    def forward(self, images: torch.Tensor) -> PAROutput:
+        """Logits of the wrapped model's function, computed the official way.
+
+        Args:
+            images: (B, 3, H, W) normalised images.
+
+        Returns:
+            PAROutput(logits (B, A), aux_logits (B, A) or None).
+        """
+        tokens, regions = self.encode_image(images)
+        text = self.encode_text()
+        aux = self.similarity(regions, text) if self.gl is not None else None
+        return PAROutput(logits=self.classify(text, tokens), aux_logits=aux)
+
+    # -----------------------------------------------------------------------------------------
+    def trainable_parameters(self):
+        """The parameters that receive gradients (the shared prompts etc. plus the copied heads)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def full_state_dict(self) -> Dict[str, torch.Tensor]:
+        """Everything the official checkpoint stores: all CLIP tensors (frozen included) and the
+        classifier (spec §12, §14.15). Values are the live tensors: do not modify them."""
+        return self.state_dict(keep_vars=False)
+
+
+def tensor_bytes(state: Dict[str, torch.Tensor], dtype_of=None) -> int:
+    """Bytes of a state dict's tensors (each storage counted once), as `torch.save` would write them.
+
+    Args:
+        state: {name: tensor}; non-tensors are ignored. Works on meta tensors.
+        dtype_of: optional callable name -> dtype to count a tensor in (e.g. fp16 for the weights
+            the official GPU loader casts); None = the tensor's own dtype.
+
+    Returns:
+        Total payload bytes (pickle overhead of a few kB per file not included).
+    """
+    seen = set()
+    total = 0
+    for name, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            continue
+        key = (t.data_ptr(), t.dtype, tuple(t.shape)) if t.device.type != "meta" else id(t)
+        if key in seen:
+            continue
+        seen.add(key)
+        dtype = dtype_of(name) if dtype_of is not None else t.dtype
+        size = torch.empty((), dtype=dtype).element_size() if t.is_floating_point() else t.element_size()
+        total += t.numel() * size
+    return total
+
+
+def official_gpu_dtype(name: str) -> torch.dtype:
+    """The dtype the official code saves a CLIP tensor in after `convert_weights` on the GPU (spec §3.1)."""
+    leaf = name.rsplit(".", 1)[-1]
+    if name.endswith(_FP16_SUFFIXES) or leaf in _FP16_NAMES:
+        return torch.float16
+    return torch.float32
+
+
+def _truncated_encode(self) -> torch.Tensor:
+    """`PromptedTextEncoder.encode` on the shortest sequence that holds every EOT (prototype).
+
+    Identical maths on fewer positions: under the causal mask, position i only sees positions <= i,
+    and only the EOT rows are pooled, so everything after the last EOT is dead work. With
+    "official" (inert) prompts, which sit after position 76, the prompts are dropped altogether.
+    """
+    from parkit.model.visual import clip_block_forward  # noqa: PLC0415
+
+    n = self.num_prompts
+    effective = bool(n) and self.placement == "effective"
+    keep = int(self.eot_index.max()) + 1  # real positions needed
+    dtype = self.transformer.resblocks[0].attn.in_proj_weight.dtype
+    x = self.token_embedding(self.tokens[:, :keep]).to(dtype)  # (A, keep, W)
+    x = x + self.positional_embedding[:keep].to(x.dtype)
+    length = keep + n if effective else keep
+    causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+    for layer, block in enumerate(self.transformer.resblocks):
+        if effective:
+            prompts = self.prompt_text_deep[layer].transpose(0, 1).to(x.dtype)  # (A, n, W)
+            x = torch.cat([x[:, :1], prompts, x[:, 1 + n:] if layer else x[:, 1:]], dim=1)
+        x, _ = clip_block_forward(block, x, causal)
+    x = self.ln_final(x)
+    shift = n if effective else 0
+    pooled = x[torch.arange(x.shape[0], device=x.device), self.eot_index + shift]  # (A, W)
+    return (pooled @ self.text_projection.to(pooled.dtype)).float()
+
+
+def truncate_text_encoder(model: nn.Module) -> nn.Module:
+    """Prototype of a proposed parkit fix: run `model.text` on max(EOT)+1 (+ prompts) positions.
+
+    Patches the instance only (`model.text.encode`); returns the model. Used by the benchmarks to
+    measure the proposal; the product code is the model engineer's to change.
+    """
+    model.text.encode = types.MethodType(_truncated_encode, model.text)
+    model.text.clear_cache()
+    return model
