@@ -1,0 +1,84 @@
+# %% [markdown]
+# # 06 · Prompt length and depth
+#
+# **Reproduces:** the paper's prompt-length ablation (visual prompt tokens per layer; the released code
+# moved from 25 to 50) and prompt depth (number of prompted layers), plus the text prompt length.
+# Each point is a full training run with the same budget; mA is plotted against the length and
+# against the trainable parameters it costs.
+
+# %% tags=["parameters"]
+import os
+PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+
+from parkit.data import ensure_synthpar, load_dataset
+from parkit.experiments import run_experiment
+from parkit.plots import metric_curve, savefig
+from parkit.profiles import data_root, get_profile, output_dirs, require_profile
+from parkit.reporting import save_table, to_markdown
+
+profile = require_profile(get_profile(PROFILE))
+FIG, RES = output_dirs(profile)
+if profile.is_paper:
+    dataset = load_dataset(profile.dataset, data_root() / profile.dataset)
+else:
+    dataset = load_dataset("SynthPAR", ensure_synthpar(n_images=profile.synthpar_images, seed=0))
+
+# %% [markdown]
+# ## Visual prompt length
+# With region division the prompts are split into 1 + 4 equal groups, so lengths are multiples of 5.
+
+# %%
+rows = []
+for p in profile.prompt_lengths:
+    exp = run_experiment(f"vis_prompt={p}", profile, dataset, overrides=dict(vis_prompt=p),
+                         epochs=profile.ablation_epochs)
+    rows.append({"vis_prompt": p, **{k: exp.row[k] for k in ("mA", "Acc", "F1")}, "trainable": exp.row["trainable"]})
+length = pd.DataFrame(rows)
+save_table(length, RES / "06_prompt_length_summary")
+display(Markdown(to_markdown(length)))
+
+# %%
+import matplotlib.pyplot as plt
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+metric_curve(length, "vis_prompt", "mA", xlabel="visual prompt tokens per layer", ax=axes[0],
+             title="mA vs visual prompt length")
+metric_curve(length, "trainable", "mA", xlabel="trainable parameters", ax=axes[1],
+             title="mA vs trainable parameters")
+for p, t, m in zip(length.vis_prompt, length.trainable, length.mA):
+    axes[1].annotate(f"P={p}", (t, m), fontsize=7, xytext=(3, 3), textcoords="offset points")
+savefig(fig, FIG / "06_prompt_length.png");
+
+# %% [markdown]
+# ## Prompt depth (number of layers that receive fresh prompts)
+
+# %%
+rows = []
+for d in profile.prompt_depths:
+    exp = run_experiment(f"vis_depth={d}", profile, dataset, overrides=dict(vis_depth=d),
+                         epochs=profile.ablation_epochs)
+    rows.append({"vis_depth": d, **{k: exp.row[k] for k in ("mA", "Acc", "F1")}, "trainable": exp.row["trainable"]})
+depth = pd.DataFrame(rows)
+save_table(depth, RES / "06_prompt_depth_summary")
+display(Markdown(to_markdown(depth)))
+fig = metric_curve(depth, "vis_depth", "mA", xlabel="prompted layers", title="mA vs prompt depth")
+savefig(fig, FIG / "06_prompt_depth.png");
+
+# %% [markdown]
+# ## Text prompt length (effective placement)
+
+# %%
+rows = []
+for t in ((1, 3) if profile.name == "smoke" else (1, 3, 6)):
+    exp = run_experiment(f"text_prompt={t}", profile, dataset, overrides=dict(text_prompt=t),
+                         epochs=profile.ablation_epochs)
+    rows.append({"text_prompt": t, **{k: exp.row[k] for k in ("mA", "Acc", "F1")}, "trainable": exp.row["trainable"]})
+text = pd.DataFrame(rows)
+save_table(text, RES / "06_text_prompt_length_summary")
+display(Markdown(to_markdown(text)))
+fig = metric_curve(text, "text_prompt", "mA", xlabel="text prompt tokens per layer", title="mA vs text prompt length")
+savefig(fig, FIG / "06_text_prompt_length.png");

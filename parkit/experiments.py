@@ -1,0 +1,106 @@
+"""Named, cached experiment runs for the notebooks.
+
+A notebook asks for a run by name ("promptpar", "vis_prompt=20", ...) with a preset and config
+overrides; `run_experiment` trains it with the profile's budget under `runs/<profile>/<name>-<hash>/`
+and returns one table row. A finished run is read back instead of retrained, and an interrupted one
+resumes from its last checkpoint, so re-running a notebook (or `make reproduce`) after a crash loses
+nothing and notebooks 04-10 can reuse the model notebook 03 trained.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from parkit.profiles import Profile, repo_root
+
+HEADLINE = ("mA", "Acc", "Prec", "Rec", "F1")
+
+
+def runs_dir(profile: Profile) -> Path:
+    """Where runs of `profile` live (smoke runs under .cache so they never mix with demo runs)."""
+    base = repo_root() / (".cache/runs" if profile.name == "smoke" else "runs")
+    return base / profile.name
+
+
+def _key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Experiment:
+    """A finished run: its table row, where it lives, and (lazily) its model."""
+
+    name: str
+    row: dict
+    out_dir: Path
+    spec: dict
+
+    def load_model(self, device=None):
+        """The selected model of this run (best on validation)."""
+        from parkit.train.checkpoint import load_model
+
+        best = self.out_dir / "best.pt"
+        return load_model(best if best.exists() else self.out_dir / "last.pt", device=device)
+
+
+def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] = None,
+                   overrides: Optional[dict] = None, epochs: Optional[int] = None, seed: int = 0,
+                   force: bool = False, progress: bool = True, **train_kwargs) -> Experiment:
+    """Train (or read back) one named run and return its row of test metrics.
+
+    Args:
+        name: label of the run in tables.
+        profile: the notebook's profile (budget, batch size, evaluation limit).
+        dataset: a `PARDataset`.
+        preset: model preset (default: the profile's).
+        overrides: config overrides for `create_model`.
+        epochs: epochs (default: the profile's `epochs`).
+        seed: run seed.
+        force: retrain even when a finished run exists.
+        progress: show progress bars.
+        **train_kwargs: passed to `parkit.train.train`.
+
+    Returns:
+        An `Experiment` whose `row` holds name, preset, test mA/Acc/Prec/Rec/F1 (percent) of the
+        model selected on validation, trainable/total parameters and minutes.
+    """
+    from parkit.model import count_parameters, create_model
+    from parkit.train import train
+
+    preset = preset or profile.preset
+    overrides = dict(overrides or {})
+    epochs = profile.epochs if epochs is None else epochs
+    from parkit.model.config import preset_config
+
+    # Key on the effective configuration, not the name: "vis_prompt=10" and the default run of a
+    # preset whose default is 10 are the same run and are trained once.
+    config = preset_config(preset).replace(**overrides).to_dict()
+    spec = {"preset": preset, "config": config, "epochs": epochs, "seed": seed,
+            "dataset": dataset.name, "split_source": dataset.split_source, "n": len(dataset), "batch_size": profile.batch_size,
+            "max_minutes": profile.max_minutes, "eval_limit": profile.eval_limit,
+            "train_kwargs": train_kwargs}
+    out = runs_dir(profile) / f"{preset}-{_key(spec)}"
+    done = out / "experiment.json"
+    if done.exists() and not force:
+        saved = json.loads(done.read_text())
+        return Experiment(name, {**saved["row"], "run": name}, out, spec)
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    model = create_model(preset, attributes=list(dataset.attributes), sentences=list(dataset.sentences),
+                         device=profile.device, **overrides)
+    counts = count_parameters(model)
+    result = train(model, dataset, epochs=epochs, batch_size=profile.batch_size, out_dir=out,
+                   device=profile.device, seed=seed, max_minutes=profile.max_minutes,
+                   eval_limit=profile.eval_limit, progress=progress, verbose=False, **train_kwargs)
+    test = result.test_metrics.get("selected") or result.test_metrics.get("last") or {}
+    row = {"run": name, "preset": preset, **{k: test.get(k) for k in HEADLINE},
+           "trainable": counts["trainable"], "total": counts["total"],
+           "epochs": result.epochs_done, "best_epoch": result.best_epoch,
+           "minutes": (time.perf_counter() - t0) / 60}
+    done.write_text(json.dumps({"row": row, "spec": spec, "names": [name]}, indent=2, default=str))
+    return Experiment(name, row, out, spec)
