@@ -149,7 +149,14 @@ class PromptedTextEncoder(nn.Module):
         dtype = self.transformer.resblocks[0].attn.in_proj_weight.dtype
         x = self.token_embedding(self.tokens).to(dtype)  # (A, 77, W)
         x = x + self.positional_embedding.to(x.dtype)
-        length = ctx + n if self.placement == "official" else ctx
+        if self.placement == "official" and n:
+            length = ctx + n  # keep the inert appended prompts: their zero gradient is a spec check
+        else:
+            # Under the causal mask no token after the last EOT can reach any pooled EOT token, so
+            # the sequence is cut there: exact, and 5-7x less text compute for ~10-token sentences.
+            length = int(self.eot_index.max()) + 1 + n
+            x = x[:, :length - n]
+            ctx = length
         causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()  # (L, L) True = visible
         for layer, block in enumerate(self.transformer.resblocks):
             if n:
@@ -158,8 +165,8 @@ class PromptedTextEncoder(nn.Module):
                     # Appended after position 76 (replaced in every layer): inert (spec §6).
                     x = torch.cat([x[:, :ctx], prompts], dim=1)
                 elif layer == 0:
-                    # After SOT; the last n (padding) slots fall off the end.
-                    x = torch.cat([x[:, :1], prompts, x[:, 1:ctx - n]], dim=1)
+                    # After SOT; the sequence was cut after the last EOT, so no real token is lost.
+                    x = torch.cat([x[:, :1], prompts, x[:, 1:]], dim=1)
                 else:
                     x = torch.cat([x[:, :1], prompts, x[:, 1 + n:]], dim=1)
             x, _ = clip_block_forward(block, x, causal)
