@@ -30,6 +30,17 @@ def _key(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def _backbone_fingerprint(config: dict) -> str:
+    """Checksum of the compact CLIP's committed weights, so a re-pretrained backbone never reuses
+    runs trained on the old one; OpenAI backbones are identified by name alone."""
+    if config.get("backbone") != "micro":
+        return str(config.get("backbone"))
+    from parkit.backbone.micro import MICRO_CHECKPOINT
+    from parkit.backbone import sha256_file
+
+    return sha256_file(MICRO_CHECKPOINT)[:16] if MICRO_CHECKPOINT.exists() else "missing"
+
+
 @dataclass
 class Experiment:
     """A finished run: its table row, where it lives, and (lazily) its model."""
@@ -79,7 +90,7 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
     # Key on the effective configuration, not the name: "vis_prompt=10" and the default run of a
     # preset whose default is 10 are the same run and are trained once.
     config = preset_config(preset).replace(**overrides).to_dict()
-    spec = {"preset": preset, "config": config, "epochs": epochs, "seed": seed,
+    spec = {"preset": preset, "config": config, "backbone_weights": _backbone_fingerprint(config), "epochs": epochs, "seed": seed,
             "dataset": dataset.name, "split_source": dataset.split_source, "n": len(dataset), "batch_size": profile.batch_size,
             "max_minutes": profile.max_minutes, "eval_limit": profile.eval_limit,
             "train_kwargs": train_kwargs}
