@@ -73,7 +73,7 @@ savefig(fig, FIG / "06_prompt_depth.png");
 
 # %%
 rows = []
-for t in ((1, 3) if profile.name == "smoke" else (1, 3, 6)):
+for t in ((1, 3, 6) if profile.is_paper else (1, 3)):
     exp = run_experiment(f"text_prompt={t}", profile, dataset, overrides=dict(text_prompt=t),
                          epochs=profile.ablation_epochs)
     rows.append({"text_prompt": t, **{k: exp.row[k] for k in ("mA", "Acc", "F1")}, "trainable": exp.row["trainable"]})
