@@ -1,14 +1,15 @@
 """Reference mode: parkit's PromptPAR weights run through the *official computation structure*.
 
 parkit computes PromptPAR's function with a few structural shortcuts (spec §3, §6, §12): the text
-features are cached when they cannot change, the A per-attribute heads are one (A, W) einsum,
-attention goes through `scaled_dot_product_attention` with a boolean mask, and checkpoints hold
-only the trained tensors. The official code does none of that. `ReferencePromptPAR` wraps an
+features are cached when they cannot change, the text sequence is cut after the last EOT token
+(exact under the causal mask), the A per-attribute heads are one (A, W) einsum, attention goes
+through `scaled_dot_product_attention` with a boolean mask, and checkpoints hold only the trained
+tensors. The official code does none of that. `ReferencePromptPAR` wraps an
 existing `PromptPAR` (sharing its modules and weights, so nothing large is copied) and computes the
 same function the official way:
 
-- the text encoder runs over all A sentences at every forward (no cache), sequence-first, with the
-  additive causal mask (spec §3.3);
+- the text encoder runs over all A sentences and all 77 context positions at every forward (no
+  cache, no cut after the last EOT), sequence-first, with the additive causal mask (spec §3.3);
 - the image encoder runs sequence-first (L, B, D) with the additive 0/-inf stripe mask (spec §4.2)
   and the classic attention maths: q k^T * scale + mask -> softmax -> @ v, the path
   `nn.MultiheadAttention` took before PyTorch fused it (or, with `attention="module"`, a literal
@@ -23,15 +24,9 @@ The behaviour settings of the wrapped model (text-prompt placement, ln_post, reg
 aggregation, ...) are honoured, so outputs equal parkit's within float tolerance for any config.
 The module exists for benchmarks and tests (`benchmarks/`, `tests/test_reference_mode.py`); it is
 not a product path.
-
-`truncate_text_encoder(model)` is a *prototype* of a proposed parkit change, kept here so the
-benchmarks can measure it (see benchmarks/RESULTS.md): with a causal text mask and EOT pooling,
-positions after the longest sentence's EOT never influence the features, so the text transformer
-can run on max(EOT) + 1 (+ prompts) positions instead of 77, with identical results.
 """
 from __future__ import annotations
 
-import types
 from typing import Dict, Optional
 
 import torch
@@ -162,6 +157,14 @@ class ReferencePromptPAR(nn.Module):
     @property
     def sentences(self):
         return list(self._sentences)
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def normalization(self) -> str:
+        return self.config.normalization
 
     # -----------------------------------------------------------------------------------------
     def _visual_mask(self, device, dtype) -> Optional[torch.Tensor]:
@@ -322,42 +325,3 @@ def official_gpu_dtype(name: str) -> torch.dtype:
     if name.endswith(_FP16_SUFFIXES) or leaf in _FP16_NAMES:
         return torch.float16
     return torch.float32
-
-
-def _truncated_encode(self) -> torch.Tensor:
-    """`PromptedTextEncoder.encode` on the shortest sequence that holds every EOT (prototype).
-
-    Identical maths on fewer positions: under the causal mask, position i only sees positions <= i,
-    and only the EOT rows are pooled, so everything after the last EOT is dead work. With
-    "official" (inert) prompts, which sit after position 76, the prompts are dropped altogether.
-    """
-    from parkit.model.visual import clip_block_forward  # noqa: PLC0415
-
-    n = self.num_prompts
-    effective = bool(n) and self.placement == "effective"
-    keep = int(self.eot_index.max()) + 1  # real positions needed
-    dtype = self.transformer.resblocks[0].attn.in_proj_weight.dtype
-    x = self.token_embedding(self.tokens[:, :keep]).to(dtype)  # (A, keep, W)
-    x = x + self.positional_embedding[:keep].to(x.dtype)
-    length = keep + n if effective else keep
-    causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
-    for layer, block in enumerate(self.transformer.resblocks):
-        if effective:
-            prompts = self.prompt_text_deep[layer].transpose(0, 1).to(x.dtype)  # (A, n, W)
-            x = torch.cat([x[:, :1], prompts, x[:, 1 + n:] if layer else x[:, 1:]], dim=1)
-        x, _ = clip_block_forward(block, x, causal)
-    x = self.ln_final(x)
-    shift = n if effective else 0
-    pooled = x[torch.arange(x.shape[0], device=x.device), self.eot_index + shift]  # (A, W)
-    return (pooled @ self.text_projection.to(pooled.dtype)).float()
-
-
-def truncate_text_encoder(model: nn.Module) -> nn.Module:
-    """Prototype of a proposed parkit fix: run `model.text` on max(EOT)+1 (+ prompts) positions.
-
-    Patches the instance only (`model.text.encode`); returns the model. Used by the benchmarks to
-    measure the proposal; the product code is the model engineer's to change.
-    """
-    model.text.encode = types.MethodType(_truncated_encode, model.text)
-    model.text.clear_cache()
-    return model

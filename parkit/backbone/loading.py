@@ -1,0 +1,518 @@
+"""OpenAI CLIP loading: named configurations, cached downloads, local files, checksums, tokenizer.
+
+This module owns how a `clip.model.CLIP` (the class of the `clip` package, installed from
+clip-anytorch) comes into being:
+
+- `clip_config(name)`: the constructor arguments of each supported ViT backbone, as data;
+- `load_clip(name_or_path, ...)`: by name from the download cache (fetched with the package's
+  own downloader and its checksum when the machine is online), or from a local file (a state
+  dict saved with `torch.save`, or an OpenAI TorchScript archive), optionally checked against a
+  SHA-256; `pretrained=False` builds the architecture with seeded random weights;
+- `tokenize(sentences)`: CLIP's BPE tokenizer with an error that names a sentence that is too long.
+
+Why the model is built with `CLIP(**cfg)` + `load_state_dict` and not with the package's
+`build_model`: `build_model` casts Conv/Linear/attention weights to fp16 even on the CPU (the
+package then calls `.float()` on CPU only). Building the fp32 module and loading into it keeps
+the weights exactly as stored, on any device; a lower precision is applied explicitly with the
+same rule as the official loader (spec §3.1: LayerNorms stay fp32).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import warnings
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+PathLike = Union[str, os.PathLike]
+
+# The text side of every OpenAI CLIP uses the same BPE vocabulary and context.
+VOCAB_SIZE = 49408
+CONTEXT_LENGTH = 77
+
+# Constructor arguments of `clip.model.CLIP`, per backbone name (spec §3.1 for ViT-L/14).
+# Vision heads are not an argument: the class derives them as vision_width // 64.
+_CONFIGS: dict = {
+    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=32, context_length=CONTEXT_LENGTH, vocab_size=VOCAB_SIZE,
+                     transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=16, context_length=CONTEXT_LENGTH, vocab_size=VOCAB_SIZE,
+                     transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "ViT-L/14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
+                     vision_patch_size=14, context_length=CONTEXT_LENGTH, vocab_size=VOCAB_SIZE,
+                     transformer_width=768, transformer_heads=12, transformer_layers=12),
+    "ViT-L/14@336px": dict(embed_dim=768, image_resolution=336, vision_layers=24, vision_width=1024,
+                           vision_patch_size=14, context_length=CONTEXT_LENGTH, vocab_size=VOCAB_SIZE,
+                           transformer_width=768, transformer_heads=12, transformer_layers=12),
+}
+MICRO = "micro"
+
+# Keys that OpenAI's TorchScript archives carry next to the weights; they are not parameters.
+_NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+class BackboneUnavailable(RuntimeError):
+    """Pretrained CLIP weights cannot be obtained here; the message says what to download and where."""
+
+
+class BackboneFileError(ValueError):
+    """A CLIP weight file is unreadable, has the wrong checksum, or does not fit the architecture."""
+
+
+def clip_module():
+    """Import and return the `clip` package, silencing its `pkg_resources` deprecation warning.
+
+    The import is deferred to first use so that `import parkit.backbone` stays cheap.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import clip  # noqa: PLC0415
+        import clip.model  # noqa: F401,PLC0415
+    return clip
+
+
+def list_backbones() -> list:
+    """Names accepted by `clip_config` and `load_clip`.
+
+    Returns:
+        The OpenAI ViT backbones plus "micro", the compact CLIP committed in `parkit/assets/`.
+    """
+    return [*_CONFIGS, MICRO]
+
+
+def _canonical(name: str) -> str:
+    """Case-insensitive lookup of a backbone name ("vit-b/16", "ViT-B-16" and "ViT-B/16" agree)."""
+    wanted = str(name).strip().lower().replace("-", "").replace("/", "").replace("_", "")
+    for known in list_backbones():
+        if known.lower().replace("-", "").replace("/", "") == wanted:
+            return known
+    raise KeyError(
+        f"unknown CLIP backbone {name!r} (and no such file); choose one of {list_backbones()} or "
+        f"pass the path of an existing weight file")
+
+
+def clip_config(name: str) -> dict:
+    """Constructor arguments of `clip.model.CLIP` for a named backbone.
+
+    Args:
+        name: one of `list_backbones()` (case-insensitive; "ViT-B-16" also works).
+
+    Returns:
+        A fresh dict with keys embed_dim, image_resolution, vision_layers, vision_width,
+        vision_patch_size, context_length, vocab_size, transformer_width, transformer_heads,
+        transformer_layers.
+
+    Raises:
+        KeyError: the name is not a known backbone.
+    """
+    key = _canonical(name)
+    if key == MICRO:
+        from parkit.backbone.micro import MICRO_CONFIG  # noqa: PLC0415 (micro imports this module)
+        return dict(MICRO_CONFIG)
+    return dict(_CONFIGS[key])
+
+
+def count_clip_parameters(config: Union[str, Mapping]) -> int:
+    """Number of parameters of a CLIP architecture, without allocating its weights.
+
+    Args:
+        config: a backbone name or a `clip_config`-style dict.
+
+    Returns:
+        The parameter count (ViT-B/16: 149,620,737).
+    """
+    cfg = clip_config(config) if isinstance(config, str) else dict(config)
+    clip = clip_module()
+    with torch.device("meta"):  # shapes only: no memory, no random numbers
+        model = clip.model.CLIP(**cfg)
+    return sum(p.numel() for p in model.parameters())
+
+
+def config_from_state_dict(state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> dict:
+    """Read the CLIP constructor arguments off the shapes of a ViT CLIP state dict.
+
+    Args:
+        state_dict: CLIP weights with the `clip.model.CLIP` key names.
+        source: how to name the weights in error messages (usually the file path).
+
+    Returns:
+        A `clip_config`-style dict.
+
+    Raises:
+        BackboneFileError: the keys are not those of a ViT CLIP (e.g. a ResNet CLIP, or a
+            checkpoint of something else).
+    """
+    required = ("visual.conv1.weight", "visual.positional_embedding", "visual.proj", "text_projection",
+                "positional_embedding", "token_embedding.weight", "ln_final.weight")
+    missing = [k for k in required if k not in state_dict]
+    if missing:
+        hint = ("it looks like a ResNet CLIP, which parkit does not support"
+                if "visual.layer1.0.conv1.weight" in state_dict else
+                f"its first keys are {list(state_dict)[:5]}")
+        raise BackboneFileError(
+            f"{source} is not a ViT CLIP state dict: keys {missing} are missing ({hint}). Pass an "
+            f"OpenAI CLIP ViT file (e.g. ViT-B-16.pt) or a state dict of clip.model.CLIP.")
+
+    def count(prefix: str) -> int:
+        return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})
+
+    conv = state_dict["visual.conv1.weight"]  # (width, 3, patch, patch)
+    patch = conv.shape[-1]
+    grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    text_width = state_dict["ln_final.weight"].shape[0]
+    return dict(
+        embed_dim=state_dict["text_projection"].shape[1],
+        image_resolution=patch * grid,
+        vision_layers=count("visual.transformer.resblocks."),
+        vision_width=conv.shape[0],
+        vision_patch_size=patch,
+        context_length=state_dict["positional_embedding"].shape[0],
+        vocab_size=state_dict["token_embedding.weight"].shape[0],
+        transformer_width=text_width,
+        # OpenAI's convention (64-wide heads); the micro checkpoint stores its own config instead.
+        transformer_heads=max(1, text_width // 64),
+        transformer_layers=count("transformer.resblocks."),
+    )
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (CLIP files are up to 1.7 GB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """Download cache: `$PARKIT_CLIP_CACHE` if set, else `~/.cache/clip` (the `clip` package's default)."""
+    env = os.environ.get("PARKIT_CLIP_CACHE")
+    return Path(env).expanduser() if env else Path("~/.cache/clip").expanduser()
+
+
+def openai_url(name: str) -> str:
+    """OpenAI's download URL for a named backbone (from `clip._MODELS`)."""
+    key = _canonical(name)
+    urls = clip_module().clip._MODELS
+    if key not in urls:
+        raise KeyError(f"{key!r} has no OpenAI download; OpenAI backbones are {list(_CONFIGS)}")
+    return urls[key]
+
+
+def openai_file_info(name: str) -> tuple:
+    """(file name, expected SHA-256) of OpenAI's file for `name`; the checksum is part of the URL."""
+    url = openai_url(name)
+    return url.rsplit("/", 1)[-1], url.split("/")[-2]
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cast_clip(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast CLIP's matmul weights to `dtype`, keeping LayerNorms in fp32 (the official rule, spec §3.1).
+
+    `clip.model.LayerNorm` computes in fp32 and needs fp32 weights; the embeddings are cast to the
+    input's dtype inside the forward pass, so they may stay fp32 as well. This mirrors
+    `clip.model.convert_weights`, which is fixed to fp16, for any dtype.
+
+    Args:
+        model: a `clip.model.CLIP` (or any module holding its blocks).
+        dtype: the target floating dtype, e.g. torch.float16 or torch.bfloat16.
+
+    Returns:
+        The same module, cast in place.
+    """
+    if dtype == torch.float32:
+        return model.float()
+
+    def convert(layer: nn.Module) -> None:
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            layer.weight.data = layer.weight.data.to(dtype)
+            if layer.bias is not None:
+                layer.bias.data = layer.bias.data.to(dtype)
+        if isinstance(layer, nn.MultiheadAttention):
+            for attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                         "in_proj_bias", "bias_k", "bias_v"):
+                tensor = getattr(layer, attr)
+                if tensor is not None:
+                    tensor.data = tensor.data.to(dtype)
+        for attr in ("text_projection", "proj"):
+            tensor = getattr(layer, attr, None)
+            if isinstance(tensor, torch.Tensor):
+                tensor.data = tensor.data.to(dtype)
+
+    model.apply(convert)
+    return model
+
+
+def build_clip(config: Mapping, seed: int = 0) -> nn.Module:
+    """A `clip.model.CLIP` with seeded random weights, without touching the global RNG state.
+
+    Args:
+        config: `clip_config`-style constructor arguments.
+        seed: seed of CLIP's own initialisation (`initialize_parameters` and the
+            `torch.randn` calls of the vision tower).
+
+    Returns:
+        The fp32 model on the CPU, in eval mode.
+    """
+    clip = clip_module()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = clip.model.CLIP(**dict(config))
+    return model.eval()
+
+
+def read_clip_file(path: PathLike) -> dict:
+    """Read CLIP weights from a local file into a plain fp-tensor state dict on the CPU.
+
+    Accepts an OpenAI TorchScript archive (e.g. `ViT-B-16.pt` as downloaded), a state dict saved
+    with `torch.save`, or such a dict wrapped as {"state_dict": ...}. Only tensors are unpickled
+    (`weights_only=True`): a CLIP weight file never needs arbitrary code.
+
+    Args:
+        path: the file.
+
+    Returns:
+        {key: tensor}, without OpenAI's non-parameter entries (input_resolution, ...).
+
+    Raises:
+        BackboneFileError: the file is missing or cannot be read as either format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneFileError(f"CLIP weight file {path} does not exist (or is not a file)")
+    errors = []
+    state = None
+    # OpenAI's downloads are TorchScript archives; try that first, as `clip.load` does.
+    try:
+        with warnings.catch_warnings():  # torch 2.x flags torch.jit.load as deprecated; it still works
+            warnings.simplefilter("ignore", FutureWarning)
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    except Exception as exc:  # noqa: BLE001 - any failure just means "not TorchScript"
+        errors.append(f"as TorchScript: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    if state is None:
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"as a torch.save state dict: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}")
+    if state is None:
+        raise BackboneFileError(
+            f"cannot read CLIP weights from {path} ({path.stat().st_size} bytes): "
+            + "; ".join(errors)
+            + ". The file is probably truncated or corrupt: download it again, or check it with "
+              "load_clip(..., sha256=...).")
+    from parkit.backbone.micro import is_micro_checkpoint, unpack_micro_checkpoint  # noqa: PLC0415
+    if is_micro_checkpoint(state):  # the packed compact CLIP (parkit/backbone/micro.py)
+        state, _ = unpack_micro_checkpoint(state, source=str(path))
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise BackboneFileError(f"{path} holds a {type(state).__name__}, not a CLIP state dict")
+    return {k: v for k, v in state.items() if k not in _NON_PARAMETER_KEYS}
+
+
+def clip_from_state_dict(state_dict: Mapping[str, torch.Tensor], config: Optional[Mapping] = None,
+                         source: str = "state dict") -> nn.Module:
+    """Build an fp32 CLIP and load `state_dict` into it strictly.
+
+    Args:
+        state_dict: CLIP weights (any floating dtype; they are copied into fp32 parameters).
+        config: constructor arguments; read off the shapes when omitted.
+        source: name of the weights in error messages.
+
+    Returns:
+        The fp32 model on the CPU, in eval mode.
+
+    Raises:
+        BackboneFileError: keys or shapes do not match the architecture.
+    """
+    cfg = dict(config) if config is not None else config_from_state_dict(state_dict, source)
+    model = build_clip(cfg)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first = [ln.strip() for ln in str(exc).splitlines()[1:4]]
+        raise BackboneFileError(
+            f"{source} does not fit the CLIP architecture {cfg}: {' '.join(first)}. Check that the "
+            f"file is the backbone you asked for.") from None
+    return model.eval()
+
+
+def _verify_sha256(path: Path, expected: str, what: str) -> None:
+    actual = sha256_file(path)
+    if actual.lower() != expected.strip().lower():
+        raise BackboneFileError(
+            f"SHA-256 mismatch for {path}: expected {expected} ({what}), got {actual}. The file is "
+            f"corrupt, truncated or a different model: delete it and download it again.")
+
+
+def _offline_message(key: str, cache_dir: Path, reason: str) -> str:
+    filename, checksum = openai_file_info(key)
+    return (
+        f"OpenAI CLIP {key!r} is not in the cache and cannot be downloaded here ({reason}).\n"
+        f"  1. On a machine with internet access download\n       {openai_url(key)}\n"
+        f"  2. Put it at\n       {cache_dir / filename}\n"
+        f"     (or set PARKIT_CLIP_CACHE, or pass cache_dir=..., to use another folder holding "
+        f"{filename}); its SHA-256 must be {checksum}.\n"
+        f"  3. Or pass the file itself: load_clip('/path/to/{filename}').\n"
+        f"  Without pretrained weights, load_clip({key!r}, pretrained=False) builds the architecture "
+        f"with random weights (for shapes and parameter counts only), and load_clip('micro') loads "
+        f"the small CLIP shipped with parkit.")
+
+
+def fetch_openai_clip(name: str, cache_dir: Optional[PathLike] = None) -> Path:
+    """Path of OpenAI's weight file for `name` in the cache, downloading it when missing.
+
+    A file already in the cache is checked against OpenAI's SHA-256 (embedded in the URL) and used
+    without any network access. Otherwise the `clip` package's own downloader fetches it (which
+    re-checks the checksum).
+
+    Args:
+        name: an OpenAI backbone name, e.g. "ViT-B/16".
+        cache_dir: folder of the cached files (default `default_cache_dir()`).
+
+    Returns:
+        Path to the verified file.
+
+    Raises:
+        BackboneUnavailable: the file is absent (or corrupt) and the download failed; the message
+            gives the URL, the expected path and file name, and the local-file alternative.
+    """
+    key = _canonical(name)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    filename, checksum = openai_file_info(key)
+    target = cache / filename
+    stale = ""
+    if target.is_file():
+        if sha256_file(target) == checksum:
+            return target
+        stale = f"; the cached {target} has the wrong SHA-256 and must be replaced"
+    clip = clip_module()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*SHA256 checksum does not match.*")
+            path = clip.clip._download(openai_url(key), str(cache))
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise BackboneUnavailable(_offline_message(key, cache, f"{type(exc).__name__}: {exc}{stale}")) from None
+    except RuntimeError as exc:  # the package's "checksum does not match" after a download
+        raise BackboneUnavailable(_offline_message(key, cache, f"download corrupt: {exc}")) from None
+    return Path(path)
+
+
+def load_clip(name_or_path: Union[str, os.PathLike], device: Union[str, torch.device, None] = None,
+              dtype: Optional[torch.dtype] = None, cache_dir: Optional[PathLike] = None,
+              sha256: Optional[str] = None, pretrained: bool = True, seed: int = 0) -> nn.Module:
+    """Load an OpenAI CLIP (or the compact "micro" CLIP) as an fp32 `clip.model.CLIP`.
+
+    Args:
+        name_or_path: a name from `list_backbones()`, or the path of a local weight file (an
+            OpenAI TorchScript archive or a `torch.save` state dict of `clip.model.CLIP`).
+        device: where to put the model (default: CUDA if present, else the CPU).
+        dtype: weight precision (default fp32). Lower precisions follow the official rule:
+            matmul weights cast, LayerNorms kept fp32 (spec §3.1). Prefer fp32 + `torch.autocast`.
+        cache_dir: download cache for named backbones (default `$PARKIT_CLIP_CACHE` or
+            `~/.cache/clip`).
+        sha256: expected SHA-256 of the weight file; checked before the file is unpickled.
+        pretrained: False builds the named architecture with seeded random weights (for tests,
+            shapes and parameter counts; nothing is read or downloaded).
+        seed: seed of the random weights when `pretrained=False`.
+
+    Returns:
+        The model in eval mode. Its parameters keep `requires_grad=True`: freezing is the
+        caller's choice.
+
+    Raises:
+        BackboneUnavailable: a named backbone is neither cached nor downloadable.
+        BackboneFileError: the file is missing, corrupt, fails the checksum, or does not fit.
+        KeyError: an unknown name that is not an existing file either.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or torch.float32
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating torch dtype such as torch.float16, got {dtype!r}")
+    path = Path(os.fspath(name_or_path)).expanduser()
+    is_file = path.is_file()
+    if not is_file:
+        try:
+            key = _canonical(os.fspath(name_or_path))
+        except KeyError:
+            # A string with a weight-file suffix was meant as a path; anything else as a name.
+            if path.suffix.lower() in (".pt", ".pth", ".bin", ".ckpt", ".safetensors"):
+                raise BackboneFileError(
+                    f"CLIP weight file {path} does not exist; pass an existing file or one of "
+                    f"{list_backbones()}") from None
+            raise
+
+    if not pretrained:
+        if is_file:
+            raise ValueError(f"pretrained=False builds a named architecture; {path} is a weight file "
+                             f"(pass a name from {list_backbones()})")
+        if sha256 is not None:
+            raise ValueError("sha256 checks a weight file; it makes no sense with pretrained=False")
+        model = build_clip(clip_config(key), seed=seed)
+    elif is_file:
+        if sha256 is not None:
+            _verify_sha256(path, sha256, "the sha256 argument")
+        model = clip_from_state_dict(read_clip_file(path), source=str(path))
+    elif key == MICRO:
+        from parkit.backbone.micro import load_micro_clip  # noqa: PLC0415
+        model = load_micro_clip(sha256=sha256)
+    else:
+        file = fetch_openai_clip(key, cache_dir)
+        if sha256 is not None:
+            _verify_sha256(file, sha256, "the sha256 argument")
+        model = clip_from_state_dict(read_clip_file(file), config=clip_config(key), source=str(file))
+    if dtype != torch.float32:
+        cast_clip(model, dtype)
+    return model.to(device).eval()
+
+
+def tokenize(sentences: Union[str, Sequence[str]], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:
+    """CLIP BPE tokens of sentences, zero-padded: (A, context_length) int64.
+
+    Like `clip.tokenize` (lower-cases, wraps with SOT/EOT) but never truncates: a sentence that
+    does not fit raises an error naming it and its token count, so attribute lists are fixed at
+    the source rather than silently cut (the EOT position carries the sentence feature, spec §3.3).
+
+    Args:
+        sentences: one sentence or a list of them.
+        context_length: token slots per sentence, SOT and EOT included (77 for all OpenAI CLIPs).
+
+    Returns:
+        LongTensor (A, context_length).
+
+    Raises:
+        ValueError: empty input, a non-string entry, or a sentence longer than the context.
+    """
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    sentences = list(sentences)
+    if not sentences:
+        raise ValueError("tokenize() needs at least one sentence")
+    clip = clip_module()
+    bpe = clip.clip._tokenizer
+    sot, eot = bpe.encoder["<|startoftext|>"], bpe.encoder["<|endoftext|>"]
+    out = torch.zeros(len(sentences), context_length, dtype=torch.long)  # (A, L)
+    too_long = []
+    for i, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise ValueError(f"sentence {i} is a {type(sentence).__name__}, not a string: {sentence!r}")
+        ids = [sot, *bpe.encode(sentence), eot]
+        if len(ids) > context_length:
+            too_long.append(f"#{i} {sentence!r} ({len(ids)} tokens)")
+            continue
+        out[i, : len(ids)] = torch.tensor(ids)
+    if too_long:
+        raise ValueError(
+            f"{len(too_long)} sentence(s) exceed CLIP's context of {context_length} tokens "
+            f"(SOT and EOT included): {'; '.join(too_long)}. Shorten them.")
+    return out

@@ -1,0 +1,500 @@
+"""Contrastive pretraining of the compact "micro" CLIP on SynthPAR captions, and zero-shot scoring.
+
+What this module owns:
+- `pretrain_micro_clip(...)`: symmetric InfoNCE between letterboxed SynthPAR images and their
+  captions (one caption per image drawn each epoch), AdamW, warm-up + cosine learning rate,
+  seeded, with a tqdm progress bar; it writes the packed checkpoint of `parkit.backbone.micro`
+  and its `.sha256`. `main_pretrain(argv)` is the command line (`python -m parkit
+  pretrain-backbone`).
+- `zero_shot_scores(model, images, sentences)`: cosine similarity between image and sentence
+  features, the zero-shot attribute score of any CLIP.
+- `zero_shot_evaluate(...)`: mA of those scores on a test split, with one decision threshold
+  per attribute fitted on the *train* split (the threshold that maximises the train mA of that
+  attribute). A fitted threshold is needed because a cosine score has no natural cut-off; it is
+  fitted on train only, so test labels never leak into the decision.
+
+The pretraining SynthPAR is generated with its own seed (1), so its synthetic people differ from
+those of the SynthPAR (seed 0) that the notebooks train and test on and that the zero-shot numbers
+are measured on: the backbone has never seen an evaluation image.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from parkit.backbone.loading import build_clip, default_device, tokenize
+from parkit.backbone.micro import (
+    MICRO_CHECKPOINT, MICRO_CONFIG, pack_micro_checkpoint, save_micro_clip, token_ids_of,
+    unpack_micro_checkpoint, warn_unknown_words)
+
+# Normalisation of the pretraining images: the official PromptPAR mean = std = 0.5 (spec §3.2,
+# §14 item 6), so that the faithful presets feed the micro CLIP the distribution it was trained on.
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.5, 0.5, 0.5)
+
+# Defaults of the committed checkpoint (parkit/assets/README.md records the exact command).
+DEFAULTS = dict(n_images=4000, data_seed=1, epochs=8, batch_size=32, lr=1e-3, weight_decay=0.1,
+                warmup_epochs=1.0, seed=0, eval_n_images=2000, eval_seed=0)
+
+
+# --- data -------------------------------------------------------------------------------------
+
+def load_images(paths: Sequence[Union[str, Path]], image_size: int,
+                progress: bool = False) -> torch.Tensor:
+    """Letterbox each image to a square and stack them: (N, 3, S, S) uint8.
+
+    uint8 keeps the whole pretraining set in memory (4000 images at 96 px: 110 MB).
+
+    Args:
+        paths: image files.
+        image_size: side S of the square.
+        progress: show a tqdm bar.
+    """
+    from PIL import Image  # noqa: PLC0415
+    from parkit.data.transforms import letterbox  # noqa: PLC0415
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    out = torch.empty(len(paths), 3, image_size, image_size, dtype=torch.uint8)
+    for i, p in enumerate(tqdm(paths, desc="loading images", disable=not progress, leave=False)):
+        with Image.open(p) as img:
+            square = letterbox(img.convert("RGB"), image_size)
+        arr = np.asarray(square, dtype=np.uint8)  # (S, S, 3)
+        out[i] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    return out
+
+
+def normalize(images_u8: torch.Tensor, device: Union[str, torch.device] = "cpu") -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> float32 normalised with `MEAN`/`STD`, on `device`."""
+    x = images_u8.to(device=device, dtype=torch.float32) / 255.0
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def vocabulary_sentences(captions: Iterable[str] = ()) -> list:
+    """Every sentence whose tokens the packed micro checkpoint keeps.
+
+    The pretraining captions, plus each built-in dataset's attribute sentences (all sentence sets)
+    and short phrases, plus the expansion templates, so that any benchmark schema and the
+    expanded-vs-bare comparison run on trained or at least stored embedding rows.
+    """
+    from parkit.attributes import TEMPLATES, SENTENCE_SETS, get_schema, list_schemas  # noqa: PLC0415
+
+    out = list(captions)
+    for name in list_schemas():
+        for kind in SENTENCE_SETS:
+            schema = get_schema(name, sentences=kind)
+            out += list(schema.sentences) + list(schema.phrases)
+    out += [t.replace("{x}", "") for t in TEMPLATES.values()]
+    return out
+
+
+# --- zero-shot scoring ------------------------------------------------------------------------
+
+@torch.no_grad()
+def zero_shot_scores(model: nn.Module, images: torch.Tensor, sentences: Sequence[str],
+                     batch_size: int = 256, device: Union[str, torch.device, None] = None) -> torch.Tensor:
+    """Cosine similarity of every image with every sentence: the zero-shot attribute score.
+
+    Args:
+        model: a `clip.model.CLIP`.
+        images: (N, 3, S, S) float images already normalised for the model (or uint8, which is
+            normalised with this module's `MEAN`/`STD`).
+        sentences: A attribute sentences.
+        batch_size: images per forward pass.
+        device: where to compute (default: the model's device).
+
+    Returns:
+        (N, A) float32 on the CPU, values in [-1, 1].
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    warn_unknown_words(model, sentences)
+    was_training = model.training
+    model.eval()
+    text = F.normalize(model.encode_text(tokenize(sentences).to(device)).float(), dim=-1)  # (A, E)
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start:start + batch_size]
+        chunk = normalize(chunk, device) if chunk.dtype == torch.uint8 else chunk.to(device)
+        feats = F.normalize(model.encode_image(chunk).float(), dim=-1)  # (b, E)
+        out.append((feats @ text.T).cpu())  # (b, A)
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, len(sentences))
+
+
+def fit_thresholds(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-attribute threshold that maximises the balanced accuracy (mA) on the given rows.
+
+    Args:
+        scores: (N, A) scores; a prediction is positive when score > threshold.
+        labels: (N, A) raw labels; 1 positive, 0 negative, anything else ignored.
+
+    Returns:
+        (A,) thresholds. An attribute without positives (or negatives) gets a threshold above
+        (below) every score, the best choice for it.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    thresholds = np.empty(scores.shape[1])
+    for j in range(scores.shape[1]):
+        s, y = scores[:, j], labels[:, j]
+        keep = (y == 0) | (y == 1)
+        s, pos = s[keep], y[keep] == 1
+        n_pos, n_neg = pos.sum(), (~pos).sum()
+        if n_pos == 0 or n_neg == 0:
+            thresholds[j] = (s.max() + 1.0) if n_pos == 0 else (s.min() - 1.0)
+            continue
+        order = np.argsort(-s, kind="stable")  # descending
+        s_sorted, pos_sorted = s[order], pos[order]
+        # Predicting the top k as positive: tp(k) = cumsum(pos), tn(k) = n_neg - cumsum(neg).
+        tp = np.concatenate([[0], np.cumsum(pos_sorted)])
+        fp = np.concatenate([[0], np.cumsum(~pos_sorted)])
+        balanced = (tp / n_pos + (n_neg - fp) / n_neg) / 2  # (N+1,) for k = 0..N
+        # A cut is only possible between distinct scores.
+        valid = np.ones_like(balanced, dtype=bool)
+        valid[1:-1] = s_sorted[:-1] != s_sorted[1:]
+        k = int(np.argmax(np.where(valid, balanced, -1)))
+        if k == 0:
+            thresholds[j] = s_sorted[0] + 1e-6
+        elif k == len(s_sorted):
+            thresholds[j] = s_sorted[-1] - 1e-6
+        else:
+            thresholds[j] = (s_sorted[k - 1] + s_sorted[k]) / 2
+    return thresholds
+
+
+def zero_shot_evaluate(model: nn.Module, fit_images: torch.Tensor, fit_labels: np.ndarray,
+                       test_images: torch.Tensor, test_labels: np.ndarray,
+                       sentences: Sequence[str], device: Union[str, torch.device, None] = None) -> dict:
+    """Zero-shot mA: thresholds fitted on (fit_images, fit_labels), metrics on the test rows.
+
+    Args:
+        model: a `clip.model.CLIP`.
+        fit_images, test_images: (N, 3, S, S) uint8 letterboxed images (or normalised floats).
+        fit_labels, test_labels: (N, A) raw labels (1 positive, 0 negative, else ignored).
+        sentences: A sentences, in label order.
+        device: where to compute.
+
+    Returns:
+        {"mA", "mean_pos_recall", "mean_neg_recall", "label_mA" (A,), "auc" (mean ROC-AUC over
+        attributes, threshold-free), "thresholds" (A,)}; fractions in [0, 1].
+    """
+    from parkit.metrics import pedestrian_metrics  # noqa: PLC0415
+
+    fit_scores = zero_shot_scores(model, fit_images, sentences, device=device).numpy()
+    test_scores = zero_shot_scores(model, test_images, sentences, device=device).numpy()
+    thresholds = fit_thresholds(fit_scores, fit_labels)
+    predicted = (test_scores > thresholds).astype(np.float32)  # (N, A) hard decisions
+    m = pedestrian_metrics(test_labels, predicted, threshold=0.5, ignore="auto")
+    return {"mA": m["mA"], "mean_pos_recall": m["mean_pos_recall"],
+            "mean_neg_recall": m["mean_neg_recall"], "label_mA": m["label_mA"],
+            "auc": mean_auc(test_scores, test_labels), "thresholds": thresholds}
+
+
+def mean_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over attributes of the ROC-AUC (ties count one half); attributes lacking a class are skipped."""
+    from scipy.stats import rankdata  # noqa: PLC0415
+
+    aucs = []
+    for j in range(scores.shape[1]):
+        y = np.asarray(labels)[:, j]
+        keep = (y == 0) | (y == 1)
+        s, pos = np.asarray(scores)[keep, j], y[keep] == 1
+        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+        if n_pos and n_neg:
+            ranks = rankdata(s)  # Mann-Whitney U statistic
+            aucs.append((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+# --- contrastive pretraining ------------------------------------------------------------------
+
+def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor,
+                     logit_scale: torch.Tensor, same_caption: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP's loss) with soft targets for duplicate captions.
+
+    SynthPAR captions describe attribute combinations, so two images in a batch can share the very
+    same caption; counting the other one as a negative would punish a correct match. Rows with
+    identical captions share the target mass instead.
+
+    Args:
+        image_features, text_features: (B, E) unnormalised features of matching pairs.
+        logit_scale: log of the softmax temperature's inverse (CLIP's parameter).
+        same_caption: (B, B) bool, True where the captions of rows i and j are identical
+            (default: the identity).
+
+    Returns:
+        Scalar loss: mean of the image->text and text->image cross-entropies.
+    """
+    img = F.normalize(image_features, dim=-1)
+    txt = F.normalize(text_features, dim=-1)
+    logits = logit_scale.exp() * img @ txt.T  # (B, B) image i vs caption j
+    if same_caption is None:
+        same_caption = torch.eye(len(img), dtype=torch.bool, device=img.device)
+    target = same_caption.float() / same_caption.float().sum(1, keepdim=True)  # (B, B) rows sum to 1
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T)) / 2
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list:
+    # CLIP practice: no decay on gains, biases, embeddings and the temperature.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.ndim < 2 or "embedding" in name or name == "logit_scale":
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up then cosine decay to 0, per optimiser step."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _full_vocabulary(small: nn.Module, keep: torch.Tensor, config: Mapping) -> nn.Module:
+    """The CLIP of `config` holding `small`'s weights, its (K, width) embedding scattered to rows `keep`."""
+    state = small.state_dict()
+    table = torch.zeros(config["vocab_size"], config["transformer_width"])  # (vocab, width)
+    table[keep] = state["token_embedding.weight"]
+    state["token_embedding.weight"] = table
+    model = build_clip(config)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _synthpar(root, n_images: int, seed: int, progress: bool = True):
+    from parkit.data.synthpar import ensure_synthpar, load_synthpar  # noqa: PLC0415
+
+    return load_synthpar(ensure_synthpar(root, n_images=n_images, seed=seed, progress=progress))
+
+
+def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Union[str, Path, None] = None,
+                        epochs: int = DEFAULTS["epochs"], batch_size: int = DEFAULTS["batch_size"],
+                        seed: int = DEFAULTS["seed"], device: Union[str, torch.device, None] = None,
+                        n_images: int = DEFAULTS["n_images"], data_seed: int = DEFAULTS["data_seed"],
+                        lr: float = DEFAULTS["lr"], weight_decay: float = DEFAULTS["weight_decay"],
+                        warmup_epochs: float = DEFAULTS["warmup_epochs"],
+                        config: Optional[Mapping] = None, evaluate: bool = True,
+                        eval_root: Union[str, Path, None] = None,
+                        eval_n_images: int = DEFAULTS["eval_n_images"], eval_seed: int = DEFAULTS["eval_seed"],
+                        progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Pretrain the micro CLIP on SynthPAR captions and write its packed checkpoint.
+
+    Data hygiene: the pretraining SynthPAR is generated with its own seed (`data_seed`, default 1),
+    so its people differ from those of the SynthPAR that notebooks and the zero-shot evaluation
+    use (seed 0); all of its images are then used. When `data_root` is the evaluation folder
+    itself, only its train split is used, so the test images stay unseen.
+
+    Args:
+        data_root: pretraining SynthPAR folder (default `default_synthpar_root(n_images,
+            data_seed)`); generated with `ensure_synthpar(data_root, n_images, data_seed)` when
+            absent or made with other settings.
+        out_path: checkpoint to write (default: `parkit/assets/micro_clip.pt`); its `.sha256` is
+            written beside it. "" skips saving.
+        epochs: passes over the pretraining images.
+        batch_size: pairs per step (the InfoNCE negatives).
+        seed: seed of the weights, the caption draws, the flips and the batch order.
+        device: where to train (default: CUDA if present, else CPU).
+        n_images: size of the pretraining SynthPAR.
+        data_seed: seed of the pretraining SynthPAR.
+        lr, weight_decay, warmup_epochs: AdamW and schedule settings.
+        config: CLIP constructor arguments (default `MICRO_CONFIG`; tests use smaller ones).
+        evaluate: after training, report zero-shot mA with the PA100K sentences (expanded and
+            bare phrases) and store it in the checkpoint's meta.
+        eval_root: SynthPAR of the zero-shot evaluation (thresholds on its train split, mA on its
+            test split); default `default_synthpar_root(eval_n_images, eval_seed)`.
+        eval_n_images, eval_seed: size and seed of that SynthPAR.
+        progress: show tqdm bars.
+        log: where one-line summaries go.
+
+    Returns:
+        {"history": [{"epoch", "loss", "lr", "seconds"}], "meta": the stored facts,
+         "sha256": of the written file (or None), "path": the file (or None), "model": the trained
+         fp32 model exactly as it will load from the checkpoint}.
+    """
+    from tqdm.auto import tqdm  # noqa: PLC0415
+    from parkit.data.synthpar import default_synthpar_root, load_captions  # noqa: PLC0415
+
+    cfg = dict(config or MICRO_CONFIG)
+    device = torch.device(device) if device is not None else default_device()
+    t_start = time.time()
+    data_root = Path(data_root) if data_root is not None else default_synthpar_root(n_images, data_seed)
+    eval_root = Path(eval_root) if eval_root is not None else default_synthpar_root(eval_n_images, eval_seed)
+    dataset = _synthpar(data_root, n_images, data_seed, progress)
+    same_as_eval = evaluate and data_root.resolve() == eval_root.resolve()
+    rows = np.asarray(dataset.splits["train"]) if same_as_eval else np.arange(len(dataset))
+    captions_by_file = load_captions(dataset.root)  # {file name: [caption, ...]}
+    paths = [dataset.image_paths[i] for i in rows]
+    try:
+        captions = [captions_by_file[Path(p).name] for p in paths]
+    except KeyError as exc:
+        raise ValueError(f"no caption for image {exc} in {dataset.root}/captions.jsonl: regenerate "
+                         f"SynthPAR (delete the folder and run again)") from None
+    size = cfg["image_resolution"]
+    images = load_images(paths, size, progress=progress)  # (N, 3, S, S) uint8
+    log(f"pretraining data: {len(paths)} images ({'train split' if same_as_eval else 'all'}) of "
+        f"{dataset.root}, {sum(map(len, captions))} captions, {time.time() - t_start:.0f}s to prepare")
+
+    # Tokenise every caption once; trim the context to the longest caption (the causal mask and
+    # EOT pooling make the padded tail irrelevant, and it costs 3-4x the compute).
+    flat = [c for caps in captions for c in caps]
+    tokens_all = tokenize(flat)  # (C, 77)
+    used = int((tokens_all != 0).sum(1).max())
+    offsets = np.cumsum([0] + [len(c) for c in captions])  # captions of image i: offsets[i]:offsets[i+1]
+
+    # Train in the packed vocabulary: a (K, width) embedding instead of (49408, width), which
+    # AdamW would otherwise update in full at every step. Ids keep their order, so EOT (the
+    # largest id) stays the argmax that CLIP pools on; pads (0) map to row 0, unread after EOT.
+    keep = token_ids_of(vocabulary_sentences(flat))  # (K,) sorted original ids
+    lookup = torch.zeros(cfg["vocab_size"], dtype=torch.long)
+    lookup[keep] = torch.arange(keep.numel())
+    tokens_all = lookup[tokens_all[:, :used]]  # (C, used) ids in 0..K-1
+
+    model = build_clip(dict(cfg, vocab_size=int(keep.numel())), seed=seed).to(device).train()
+    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    steps_per_epoch = len(paths) // batch_size  # drop_last: the InfoNCE batch size stays fixed
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size {batch_size} exceeds the {len(paths)} training images")
+    total, warmup = epochs * steps_per_epoch, int(warmup_epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(seed)
+    history, step = [], 0
+    for epoch in range(epochs):
+        t0, losses = time.time(), []
+        order = torch.randperm(len(paths), generator=gen)
+        # One caption per image per epoch.
+        pick = torch.tensor([offsets[i] + int(torch.randint(offsets[i + 1] - offsets[i], (1,), generator=gen))
+                             for i in range(len(paths))])
+        flips = torch.rand(len(paths), generator=gen) < 0.5
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
+                   leave=False)
+        for b in bar:
+            rows = order[b * batch_size:(b + 1) * batch_size]
+            x = images[rows]
+            # Horizontal flips: no SynthPAR caption or attribute depends on left/right.
+            x = torch.where(flips[rows].view(-1, 1, 1, 1), x.flip(-1), x)
+            tok = tokens_all[pick[rows]]  # (B, L)
+            same = (tok[:, None, :] == tok[None, :, :]).all(-1).to(device)  # (B, B)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, total, warmup, lr)
+            loss = contrastive_loss(model.encode_image(normalize(x, device)),
+                                    model.encode_text(tok.to(device)), model.logit_scale, same)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():  # CLIP clamps the temperature at 100
+                model.logit_scale.clamp_(0, math.log(100))
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            step += 1
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)),
+                        "lr": _lr_at(step - 1, total, warmup, lr), "seconds": time.time() - t0})
+        log(f"epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f} "
+            f"({history[-1]['seconds']:.0f}s)")
+
+    model = _full_vocabulary(model.cpu().eval(), keep, cfg)
+    meta = {"data": "SynthPAR", "n_images": len(dataset), "pretrain_images": len(paths),
+            "data_seed": data_seed, "epochs": epochs, "batch_size": batch_size, "seed": seed, "lr": lr,
+            "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "normalization": "official",
+            "mean": list(MEAN), "std": list(STD), "final_loss": history[-1]["loss"],
+            "kept_tokens": int(keep.numel()), "train_seconds": round(time.time() - t_start, 1)}
+    # The model exactly as it will load: fp16 rounding and the pruned vocabulary applied.
+    state, _ = unpack_micro_checkpoint(pack_micro_checkpoint(model, keep, cfg))
+    loaded = build_clip(cfg)
+    loaded.load_state_dict(state)
+    loaded.parkit_token_ids = keep
+    if evaluate:
+        eval_set = _synthpar(eval_root, eval_n_images, eval_seed, progress)
+        meta["zero_shot"] = evaluate_zero_shot_pa100k(loaded, eval_set, size, log=log)
+        meta["zero_shot"].update(n_images=eval_n_images, data_seed=eval_seed)
+    digest, path = None, None
+    if out_path != "":
+        path = Path(out_path) if out_path is not None else MICRO_CHECKPOINT
+        digest = save_micro_clip(model, path, keep, config=cfg, meta=meta)
+        log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, sha256 {digest})")
+    return {"history": history, "meta": meta, "sha256": digest, "path": path, "model": loaded}
+
+
+def evaluate_zero_shot_pa100k(model: nn.Module, dataset, image_size: int,
+                              log: Callable[[str], None] = print) -> dict:
+    """Zero-shot mA on SynthPAR test with PA100K's 26 sentences and with its bare phrases.
+
+    SynthPAR's attributes are matched to PA100K's by position when the dataset has the PA100K
+    attribute list, else by name; thresholds are fitted on the SynthPAR train split.
+
+    Returns:
+        {"sentences": {...}, "phrases": {...}} with "mA", "auc", "mean_pos_recall",
+        "mean_neg_recall" in percent, and "attributes" (the PA100K names evaluated).
+    """
+    from parkit.attributes import get_schema  # noqa: PLC0415
+
+    schema = get_schema("PA100K")
+    columns = [dataset.attributes.index(a) for a in schema.attributes if a in dataset.attributes]
+    names = [dataset.attributes[c] for c in columns]
+    pick = [schema.attributes.index(a) for a in names]
+    if not columns:
+        raise ValueError(f"SynthPAR attributes {dataset.attributes[:5]}... share no name with PA100K")
+    train, test = dataset.splits["train"], dataset.splits["test"]
+    fit_images = load_images([dataset.image_paths[i] for i in train], image_size)
+    test_images = load_images([dataset.image_paths[i] for i in test], image_size)
+    out = {"attributes": names}
+    for kind, texts in (("sentences", schema.sentences), ("phrases", schema.phrases)):
+        r = zero_shot_evaluate(model, fit_images, dataset.labels[train][:, columns], test_images,
+                               dataset.labels[test][:, columns], [texts[i] for i in pick])
+        out[kind] = {k: round(100 * float(r[k]), 2) for k in ("mA", "auc", "mean_pos_recall", "mean_neg_recall")}
+        out[kind]["label_mA"] = [round(100 * float(v), 1) for v in r["label_mA"]]
+        log(f"zero-shot on SynthPAR test ({len(test)} images, {len(names)} PA100K attributes, "
+            f"{kind}): mA {out[kind]['mA']:.2f}, AUC {out[kind]['auc']:.2f}")
+    return out
+
+
+def main_pretrain(argv: Optional[Sequence[str]] = None) -> dict:
+    """Command line of `python -m parkit pretrain-backbone`.
+
+    Args:
+        argv: arguments after the sub-command (default: sys.argv[1:]).
+
+    Returns:
+        The result of `pretrain_micro_clip` (without the model).
+    """
+    p = argparse.ArgumentParser(prog="python -m parkit pretrain-backbone",
+                                description="Pretrain the compact micro CLIP on SynthPAR captions.")
+    p.add_argument("--data-root", default=None,
+                   help="pretraining SynthPAR folder (default: parkit's cache, synthpar-<n>-<seed>)")
+    p.add_argument("--out", default=str(MICRO_CHECKPOINT), help="checkpoint to write (default: %(default)s)")
+    p.add_argument("--n-images", type=int, default=DEFAULTS["n_images"])
+    p.add_argument("--data-seed", type=int, default=DEFAULTS["data_seed"])
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
+    p.add_argument("--warmup-epochs", type=float, default=DEFAULTS["warmup_epochs"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads; on a busy shared CPU, 1 is several times faster than 2 "
+                        "(default: torch's setting)")
+    p.add_argument("--no-eval", action="store_true", help="skip the zero-shot evaluation")
+    p.add_argument("--eval-root", default=None, help="SynthPAR folder of the zero-shot evaluation")
+    p.add_argument("--eval-n-images", type=int, default=DEFAULTS["eval_n_images"])
+    p.add_argument("--eval-seed", type=int, default=DEFAULTS["eval_seed"])
+    a = p.parse_args(argv)
+    if a.threads is not None:
+        torch.set_num_threads(a.threads)
+    result = pretrain_micro_clip(a.data_root, a.out, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed,
+                                 device=a.device, n_images=a.n_images, data_seed=a.data_seed, lr=a.lr,
+                                 weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
+                                 evaluate=not a.no_eval, eval_root=a.eval_root,
+                                 eval_n_images=a.eval_n_images, eval_seed=a.eval_seed)
+    result.pop("model")
+    return result
