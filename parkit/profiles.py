@@ -134,3 +134,27 @@ def output_dirs(profile: "Profile | str | None" = None) -> tuple[Path, Path]:
     figs.mkdir(parents=True, exist_ok=True)
     res.mkdir(parents=True, exist_ok=True)
     return figs, res
+
+
+def profile_dataset(profile: Profile, split_protocol: str = "random"):
+    """The dataset every notebook of `profile` trains on.
+
+    Paper profile: the real dataset under $PARKIT_DATA_ROOT/<name>. Smoke and demo: SynthPAR of
+    the profile's size (generated once into the cache), with its random or identity-disjoint split.
+    """
+    from parkit.data import ensure_synthpar, load_dataset
+
+    if profile.is_paper:
+        return load_dataset(profile.dataset, data_root() / profile.dataset)
+    root = ensure_synthpar(n_images=profile.synthpar_images, seed=0)
+    return load_dataset("SynthPAR", root, split_protocol=split_protocol)
+
+
+def setup(name: str | None = None):
+    """The opening of every notebook: (profile, figures folder, results folder).
+
+    Stops with the reason when the profile cannot run here (see `require_profile`).
+    """
+    profile = require_profile(get_profile(name))
+    figs, results = output_dirs(profile)
+    return profile, figs, results

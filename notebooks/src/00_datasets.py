@@ -20,11 +20,10 @@ from IPython.display import Markdown, display
 
 from parkit.data import ensure_synthpar, load_dataset
 from parkit.plots import attribute_frequency, cooccurrence_heatmap, image_grid, savefig
-from parkit.profiles import data_root, get_profile, output_dirs, require_profile
+from parkit.profiles import data_root, setup
 from parkit.reporting import save_table, to_markdown
 
-profile = require_profile(get_profile(PROFILE))
-FIG, RES = output_dirs(profile)
+profile, FIG, RES = setup(PROFILE)
 print(f"profile={profile.name}  figures -> {FIG}  tables -> {RES}")
 
 # %% [markdown]

@@ -15,11 +15,10 @@ from IPython.display import Markdown, display
 
 from parkit.attributes import check_context_length, expand, expand_all, get_schema, list_schemas
 from parkit.backbone import tokenize
-from parkit.profiles import get_profile, output_dirs, require_profile
+from parkit.profiles import setup
 from parkit.reporting import save_table, to_markdown
 
-profile = require_profile(get_profile(PROFILE))
-FIG, RES = output_dirs(profile)
+profile, FIG, RES = setup(PROFILE)
 
 # %% [markdown]
 # ## The official sentences, dataset by dataset

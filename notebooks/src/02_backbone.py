@@ -24,11 +24,10 @@ from IPython.display import Markdown, display
 from parkit.backbone import (BackboneUnavailable, clip_config, count_clip_parameters, list_backbones,
                              load_clip, load_micro_clip)
 from parkit.backbone.micro import MICRO_CHECKPOINT
-from parkit.profiles import get_profile, output_dirs, require_profile
+from parkit.profiles import setup
 from parkit.reporting import save_table, to_markdown
 
-profile = require_profile(get_profile(PROFILE))
-FIG, RES = output_dirs(profile)
+profile, FIG, RES = setup(PROFILE)
 
 # %% [markdown]
 # ## Backbones parkit knows

@@ -14,17 +14,12 @@ PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 import pandas as pd
 from IPython.display import Markdown, display
 
-from parkit.data import ensure_synthpar, load_dataset
 from parkit.experiments import run_experiment
-from parkit.profiles import data_root, get_profile, output_dirs, require_profile
+from parkit.profiles import profile_dataset, setup
 from parkit.reporting import save_table, to_markdown
 
-profile = require_profile(get_profile(PROFILE))
-FIG, RES = output_dirs(profile)
-if profile.is_paper:
-    dataset = load_dataset(profile.dataset, data_root() / profile.dataset)
-else:
-    dataset = load_dataset("SynthPAR", ensure_synthpar(n_images=profile.synthpar_images, seed=0))
+profile, FIG, RES = setup(PROFILE)
+dataset = profile_dataset(profile)
 suffix = "" if profile.is_paper else "-micro"
 
 # %%

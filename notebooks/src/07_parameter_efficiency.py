@@ -25,11 +25,10 @@ from IPython.display import Markdown, display
 
 from parkit import count_parameters, create_model
 from parkit.attributes import get_schema
-from parkit.profiles import get_profile, output_dirs, require_profile
+from parkit.profiles import setup
 from parkit.reporting import save_table, to_markdown
 
-profile = require_profile(get_profile(PROFILE))
-FIG, RES = output_dirs(profile)
+profile, FIG, RES = setup(PROFILE)
 
 
 def counts(preset, dataset, rule, **overrides):

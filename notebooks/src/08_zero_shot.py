@@ -17,13 +17,12 @@ PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 import pandas as pd
 from IPython.display import Markdown, display
 
-from parkit.data import ensure_synthpar, load_dataset
+from parkit.data import load_dataset
 from parkit.experiments import run_experiment
-from parkit.profiles import data_root, get_profile, output_dirs, require_profile
+from parkit.profiles import data_root, profile_dataset, setup
 from parkit.reporting import save_table, to_markdown
 
-profile = require_profile(get_profile(PROFILE))
-FIG, RES = output_dirs(profile)
+profile, FIG, RES = setup(PROFILE)
 
 # %% [markdown]
 # ## Split sizes: official versus parkit's identity-disjoint splits
@@ -45,9 +44,12 @@ display(Markdown(to_markdown(pd.DataFrame(rows))))
 # ## SynthPAR: random versus identity-disjoint split
 
 # %%
-root = ensure_synthpar(n_images=profile.synthpar_images, seed=0)
-random_split = load_dataset("SynthPAR", root)
-identity_split = load_dataset("SynthPAR", root, split_protocol="identity")
+if profile.is_paper:  # PETA's random partition vs the PETA-ZS identity-disjoint protocol
+    random_split = load_dataset("PETA", base / "PETA")
+    identity_split = load_dataset("PETA-ZS", base / "PETA")
+else:
+    random_split = profile_dataset(profile)
+    identity_split = profile_dataset(profile, split_protocol="identity")
 rows = []
 for label, ds in (("random split", random_split), ("identity-disjoint split", identity_split)):
     exp = run_experiment("promptpar" if ds is random_split else "promptpar-zs", profile, ds, epochs=profile.epochs)

@@ -18,18 +18,13 @@ PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 import numpy as np
 import torch
 
-from parkit.data import ensure_synthpar, load_dataset
 from parkit.experiments import run_experiment
 from parkit.explain import attribute_attention_maps, gradcam, plot_attention_grid, stripe_overlay
 from parkit.plots import savefig
-from parkit.profiles import data_root, get_profile, output_dirs, require_profile
+from parkit.profiles import profile_dataset, setup
 
-profile = require_profile(get_profile(PROFILE))
-FIG, RES = output_dirs(profile)
-if profile.is_paper:
-    dataset = load_dataset(profile.dataset, data_root() / profile.dataset)
-else:
-    dataset = load_dataset("SynthPAR", ensure_synthpar(n_images=profile.synthpar_images, seed=0))
+profile, FIG, RES = setup(PROFILE)
+dataset = profile_dataset(profile)
 model = run_experiment("promptpar", profile, dataset, epochs=profile.epochs).load_model().eval()
 
 # %%

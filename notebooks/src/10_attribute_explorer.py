@@ -17,18 +17,13 @@ import os
 PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 
 # %%
-from parkit.data import ensure_synthpar, load_dataset
 from parkit.experiments import run_experiment
 from parkit.plots import savefig
-from parkit.profiles import data_root, get_profile, output_dirs, require_profile
+from parkit.profiles import profile_dataset, setup
 from parkit.widgets import AttributeExplorer, probability_bar_figure
 
-profile = require_profile(get_profile(PROFILE))
-FIG, RES = output_dirs(profile)
-if profile.is_paper:
-    dataset = load_dataset(profile.dataset, data_root() / profile.dataset)
-else:
-    dataset = load_dataset("SynthPAR", ensure_synthpar(n_images=profile.synthpar_images, seed=0))
+profile, FIG, RES = setup(PROFILE)
+dataset = profile_dataset(profile)
 # The run notebook 03 trained (read back from the run cache; trained here when it is missing).
 model = run_experiment("promptpar", profile, dataset, epochs=profile.epochs).load_model().eval()
 
