@@ -65,7 +65,8 @@ micro = load_micro_clip()
 n = sum(p.numel() for p in micro.parameters())
 print(f"micro CLIP: {n / 1e6:.2f} M parameters, file {MICRO_CHECKPOINT.stat().st_size / 1e6:.2f} MB")
 print(json.dumps(clip_config("micro"), indent=1))
-print((MICRO_CHECKPOINT.parent / "README.md").read_text()[:1500])
+readme = MICRO_CHECKPOINT.parent / "README.md"
+print(readme.read_text()[:1500] if readme.exists() else "(no parkit/assets/README.md: the pretraining record is missing)")
 
 # %% [markdown]
 # ## Zero-shot attribute recognition: expanded sentences vs bare phrases
