@@ -219,7 +219,7 @@ def test_bad_arguments():
 # --- the packed micro checkpoint --------------------------------------------------------------
 
 def test_pack_unpack_roundtrip_keeps_only_listed_tokens(tmp_path):
-    cfg = dict(TINY)
+    cfg = dict(TINY, transformer_heads=2)  # not width // 64: the stored config must be used
     model = build_clip(cfg, seed=5)
     keep = micro.token_ids_of(SENTENCES)
     path = tmp_path / "packed.pt"
@@ -240,7 +240,8 @@ def test_pack_unpack_roundtrip_keeps_only_listed_tokens(tmp_path):
     assert micro.unknown_words(loaded, ["A pedestrian riding a bicycle"]) == {
         "A pedestrian riding a bicycle": ["riding</w>", "bicycle</w>"]}
     # Loading through load_clip by path also understands the packed format.
-    assert torch.equal(load_clip(path, device="cpu").token_embedding.weight, table)
+    for got, want in zip(_outputs(load_clip(path, device="cpu")), _outputs(loaded)):
+        assert torch.equal(got, want)
     path.write_bytes(path.read_bytes()[:-1] + b"x")
     with pytest.raises(BackboneFileError, match="SHA-256 mismatch"):
         micro.load_micro_clip(path)
@@ -318,3 +319,40 @@ def test_pretrain_tiny_run_writes_a_checkpoint_that_loads_identically(tmp_path):
     # Every PA100K sentence is covered by the packed vocabulary.
     from parkit.attributes import get_schema
     assert micro.unknown_words(loaded, get_schema("PA100K").sentences) == {}
+
+
+# --- the committed micro checkpoint -----------------------------------------------------------
+
+def test_committed_micro_clip_is_small_verified_and_fp32():
+    assert micro.MICRO_CHECKPOINT.stat().st_size < 4e6  # a few MB at most, committed in git
+    model = load_clip("micro", device="cpu")
+    assert model.visual.conv1.weight.dtype == torch.float32
+    assert model.visual.input_resolution == MICRO_CONFIG["image_resolution"]
+    assert sum(p.numel() for p in model.parameters()) == count_clip_parameters("micro")
+    from parkit.attributes import get_schema, list_schemas
+    for name in list_schemas():  # every built-in sentence has trained embedding rows
+        assert micro.unknown_words(model, get_schema(name).sentences) == {}, name
+
+
+def test_tampered_micro_clip_is_refused(tmp_path):
+    copy = tmp_path / "micro_clip.pt"
+    data = bytearray(micro.MICRO_CHECKPOINT.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    (tmp_path / "micro_clip.sha256").write_text(micro.MICRO_SHA256.read_text())
+    with pytest.raises(BackboneFileError, match="SHA-256 mismatch.*restore it"):
+        micro.load_micro_clip(copy)
+    (tmp_path / "micro_clip.sha256").unlink()
+    with pytest.raises(BackboneFileError, match="no checksum"):
+        micro.load_micro_clip(copy)
+    with pytest.raises(BackboneUnavailable, match="missing"):
+        micro.load_micro_clip(tmp_path / "absent.pt")
+
+
+def test_assets_readme_matches_the_checkpoint():
+    readme = (micro.ASSETS / "README.md").read_text()
+    digest = micro.MICRO_SHA256.read_text().split()[0]
+    assert digest in readme and sha256_file(micro.MICRO_CHECKPOINT) == digest
+    meta = micro.read_micro_checkpoint()["meta"]
+    assert f"{meta['zero_shot']['sentences']['mA']:.2f}" in readme
+    assert f"--epochs {meta['epochs']} " in readme and f"--n-images {meta['n_images']} " in readme

@@ -271,6 +271,11 @@ def build_clip(config: Mapping, seed: int = 0) -> nn.Module:
 
 
 def read_clip_file(path: PathLike) -> dict:
+    """Read CLIP weights from a local file into a plain state dict on the CPU (see `_read_clip_file`)."""
+    return _read_clip_file(path)[0]
+
+
+def _read_clip_file(path: PathLike) -> tuple:
     """Read CLIP weights from a local file into a plain fp-tensor state dict on the CPU.
 
     Accepts an OpenAI TorchScript archive (e.g. `ViT-B-16.pt` as downloaded), a state dict saved
@@ -281,7 +286,8 @@ def read_clip_file(path: PathLike) -> dict:
         path: the file.
 
     Returns:
-        {key: tensor}, without OpenAI's non-parameter entries (input_resolution, ...).
+        ({key: tensor} without OpenAI's non-parameter entries (input_resolution, ...), the
+        constructor arguments when the file stores them (a packed micro checkpoint) else None).
 
     Raises:
         BackboneFileError: the file is missing or cannot be read as either format.
@@ -311,13 +317,14 @@ def read_clip_file(path: PathLike) -> dict:
             + ". The file is probably truncated or corrupt: download it again, or check it with "
               "load_clip(..., sha256=...).")
     from parkit.backbone.micro import is_micro_checkpoint, unpack_micro_checkpoint  # noqa: PLC0415
+    config = None
     if is_micro_checkpoint(state):  # the packed compact CLIP (parkit/backbone/micro.py)
-        state, _ = unpack_micro_checkpoint(state, source=str(path))
+        state, config = unpack_micro_checkpoint(state, source=str(path))
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):
         raise BackboneFileError(f"{path} holds a {type(state).__name__}, not a CLIP state dict")
-    return {k: v for k, v in state.items() if k not in _NON_PARAMETER_KEYS}
+    return {k: v for k, v in state.items() if k not in _NON_PARAMETER_KEYS}, config
 
 
 def clip_from_state_dict(state_dict: Mapping[str, torch.Tensor], config: Optional[Mapping] = None,
@@ -462,7 +469,9 @@ def load_clip(name_or_path: Union[str, os.PathLike], device: Union[str, torch.de
     elif is_file:
         if sha256 is not None:
             _verify_sha256(path, sha256, "the sha256 argument")
-        model = clip_from_state_dict(read_clip_file(path), source=str(path))
+        # Head counts leave no trace in the shapes: use the stored config when there is one.
+        state, config = _read_clip_file(path)
+        model = clip_from_state_dict(state, config=config, source=str(path))
     elif key == MICRO:
         from parkit.backbone.micro import load_micro_clip  # noqa: PLC0415
         model = load_micro_clip(sha256=sha256)

@@ -149,6 +149,9 @@ def fit_thresholds(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
         keep = (y == 0) | (y == 1)
         s, pos = s[keep], y[keep] == 1
         n_pos, n_neg = pos.sum(), (~pos).sum()
+        if not keep.any():  # every label unknown: nothing to fit, predict negative
+            thresholds[j] = np.inf
+            continue
         if n_pos == 0 or n_neg == 0:
             thresholds[j] = (s.max() + 1.0) if n_pos == 0 else (s.min() - 1.0)
             continue
@@ -472,22 +475,31 @@ def main_pretrain(argv: Optional[Sequence[str]] = None) -> dict:
     p.add_argument("--data-root", default=None,
                    help="pretraining SynthPAR folder (default: parkit's cache, synthpar-<n>-<seed>)")
     p.add_argument("--out", default=str(MICRO_CHECKPOINT), help="checkpoint to write (default: %(default)s)")
-    p.add_argument("--n-images", type=int, default=DEFAULTS["n_images"])
-    p.add_argument("--data-seed", type=int, default=DEFAULTS["data_seed"])
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
-    p.add_argument("--warmup-epochs", type=float, default=DEFAULTS["warmup_epochs"])
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--n-images", type=int, default=DEFAULTS["n_images"],
+                   help="size of the pretraining SynthPAR (default: %(default)s)")
+    p.add_argument("--data-seed", type=int, default=DEFAULTS["data_seed"],
+                   help="seed of the pretraining SynthPAR; keep it apart from the evaluation seed "
+                        "(default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+                   help="image-caption pairs per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="AdamW peak rate (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"],
+                   help="(default: %(default)s)")
+    p.add_argument("--warmup-epochs", type=float, default=DEFAULTS["warmup_epochs"],
+                   help="linear warm-up before the cosine decay (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                   help="seed of the weights, caption draws, flips and batch order (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads; on a busy shared CPU, 1 is several times faster than 2 "
                         "(default: torch's setting)")
     p.add_argument("--no-eval", action="store_true", help="skip the zero-shot evaluation")
     p.add_argument("--eval-root", default=None, help="SynthPAR folder of the zero-shot evaluation")
-    p.add_argument("--eval-n-images", type=int, default=DEFAULTS["eval_n_images"])
-    p.add_argument("--eval-seed", type=int, default=DEFAULTS["eval_seed"])
+    p.add_argument("--eval-n-images", type=int, default=DEFAULTS["eval_n_images"],
+                   help="size of the evaluation SynthPAR (default: %(default)s)")
+    p.add_argument("--eval-seed", type=int, default=DEFAULTS["eval_seed"],
+                   help="seed of the evaluation SynthPAR (default: %(default)s)")
     a = p.parse_args(argv)
     if a.threads is not None:
         torch.set_num_threads(a.threads)
