@@ -105,13 +105,35 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
     model = create_model(preset, attributes=list(dataset.attributes), sentences=list(dataset.sentences),
                          device=profile.device, **overrides)
     counts = count_parameters(model)
-    result = train(model, dataset, epochs=epochs, batch_size=profile.batch_size, out_dir=out,
-                   device=profile.device, seed=seed, max_minutes=profile.max_minutes,
-                   eval_limit=profile.eval_limit, progress=progress, verbose=False, **train_kwargs)
-    test = result.test_metrics.get("selected") or result.test_metrics.get("last") or {}
+    if counts["trainable"] == 0:
+        # Nothing to train (zero-shot CLIP): calibrate its decision offsets on the training
+        # split when the model can, then evaluate; there is no epoch and no checkpoint.
+        test, epochs_done, best_epoch = _evaluate_frozen(model, dataset, profile), 0, None
+    else:
+        result = train(model, dataset, epochs=epochs, batch_size=profile.batch_size, out_dir=out,
+                       device=profile.device, seed=seed, max_minutes=profile.max_minutes,
+                       eval_limit=profile.eval_limit, progress=progress, verbose=False, **train_kwargs)
+        test = result.test_metrics.get("selected") or result.test_metrics.get("last") or {}
+        epochs_done, best_epoch = result.epochs_done, result.best_epoch
     row = {"run": name, "preset": preset, **{k: test.get(k) for k in HEADLINE},
            "trainable": counts["trainable"], "total": counts["total"],
-           "epochs": result.epochs_done, "best_epoch": result.best_epoch,
+           "epochs": epochs_done, "best_epoch": best_epoch,
            "minutes": (time.perf_counter() - t0) / 60}
     done.write_text(json.dumps({"row": row, "spec": spec, "names": [name]}, indent=2, default=str))
     return Experiment(name, row, out, spec)
+
+
+def _evaluate_frozen(model, dataset, profile: Profile) -> dict:
+    """Test metrics (percent) of a model with nothing to train, calibrated on the train split."""
+    from parkit.data.torchdata import make_loader
+    from parkit.data.transforms import build_transform
+    from parkit.train import evaluate
+
+    if hasattr(model, "calibrate"):
+        tf = build_transform(train=False, image_size=model.image_size, normalization=model.normalization)
+        train_rows = dataset.split_indices("train")
+        if profile.eval_limit:
+            train_rows = train_rows[: 4 * profile.eval_limit]
+        model.calibrate(make_loader(dataset, train_rows, tf, batch_size=64), method="prior")
+    ev = evaluate(model, dataset, split="test", limit=profile.eval_limit, progress=False)
+    return ev.summary()
