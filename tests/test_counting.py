@@ -106,6 +106,6 @@ def test_count_parameters_on_plain_modules_and_bad_rules():
     net[0].weight.requires_grad_(False)
     counts = count_parameters(net)
     assert (counts["trainable"], counts["total"]) == (3 + 3 + 1, 12 + 3 + 3 + 1)
-    assert counts["by_group"] == {"0": 15, "1": 4}
+    assert counts["by_group"] == {"0": 3, "0 (frozen)": 12, "1": 4}  # frozen weights listed apart
     with pytest.raises(ValueError, match="rule"):
         count_parameters(net, rule="paper")

@@ -24,7 +24,7 @@ from parkit.profiles import data_root, setup
 from parkit.reporting import save_table, to_markdown
 
 profile, FIG, RES = setup(PROFILE)
-print(f"profile={profile.name}  figures -> {FIG}  tables -> {RES}")
+print(f"profile={profile.name}: figures go to {FIG.name}/, tables to {RES.name}/")
 
 # %% [markdown]
 # ## SynthPAR: the embedded default
@@ -101,8 +101,12 @@ for name, folders in FOLDERS.items():
         s = ds.summary()
         rows.append({**s, "status": "read", "unknown labels": int(ds.ignore_mask.sum())})
     except Exception as exc:  # a partial copy of a dataset is reported, not fatal
-        rows.append({"dataset": name, "status": f"not readable: {str(exc).splitlines()[0][:80]}"})
+        reason = "annotation file not found" if "no annotation file" in str(exc) else type(exc).__name__
+        rows.append({"dataset": name, "status": f"not readable here: {reason}"})
 real = pd.DataFrame(rows)
+for col in ("attributes", "images", "train", "val", "test", "trainval", "unknown labels"):
+    if col in real:
+        real[col] = real[col].astype("Int64")
 save_table(real, RES / "00_real_datasets")
 display(Markdown(to_markdown(real)))
 

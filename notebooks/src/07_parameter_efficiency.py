@@ -66,8 +66,12 @@ print(official.to_string(index=False))
 # shown beside it.
 
 # %%
-b16_paper = counts("promptpar-vitb16", "RAPv1", "official", vis_depth=24, train_visual_embed=False,
-                   text_prompt_placement="official", ln_post=False)
+import warnings
+
+with warnings.catch_warnings():  # the "prompts allocated but never used" warning is the point here
+    warnings.simplefilter("ignore", UserWarning)
+    b16_paper = counts("promptpar-vitb16", "RAPv1", "official", vis_depth=24, train_visual_embed=False,
+                       text_prompt_placement="official", ln_post=False)
 b16_clean = counts("promptpar-vitb16", "RAPv1", "exact")
 b16 = pd.DataFrame([{"ViT-B/16 on RAPv1": "paper's setting (vis_depth 24, frozen projection)",
                      "trainable": b16_paper["trainable"], "paper": "2,302,720 (2.30M)"},
@@ -98,8 +102,8 @@ import matplotlib.pyplot as plt
 from parkit.plots import savefig
 
 peta = by_group[by_group.dataset == "PETA"].set_index("preset")
-groups = [c for c in peta.columns if c.startswith("[")]
-ax = peta[groups].plot.barh(stacked=True, figsize=(8, 0.5 * len(peta) + 1.5), logx=False)
+groups = [c for c in peta.columns if c.startswith("[") and "frozen" not in c and peta[c].sum() > 0]
+ax = peta[groups].plot.barh(stacked=True, figsize=(8, 0.5 * len(peta) + 1.5), colormap="tab20")
 ax.set_xlabel("trainable parameters (PETA, 35 attributes)")
 ax.set_title("Where the trainable parameters are, by group")
 ax.legend(fontsize=7, loc="lower right")

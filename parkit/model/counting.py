@@ -58,7 +58,16 @@ def count_parameters(model: nn.Module, rule: str = "exact") -> Dict[str, object]
         if report is not None:
             by_group = {r["group"]: r["parameters"] for r in report}
         else:
-            by_group = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+            # Split each child into what trains and what stays frozen, named as PromptPAR's
+            # report does, so tables and plots never present frozen weights as trainable.
+            by_group = {}
+            for name, child in model.named_children():
+                n_train = sum(p.numel() for p in child.parameters() if p.requires_grad)
+                n_frozen = sum(p.numel() for p in child.parameters() if not p.requires_grad)
+                if n_train:
+                    by_group[name] = n_train
+                if n_frozen:
+                    by_group[f"{name} (frozen)"] = n_frozen
     return {"trainable": int(trainable), "total": int(total),
             "percent": 100.0 * trainable / total if total else 0.0, "by_group": by_group}
 
