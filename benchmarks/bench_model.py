@@ -54,9 +54,13 @@ def compare(fns: Dict[str, object], reps: int, unit_batch: int = 0) -> Dict[str,
     return out
 
 
-def train_variants(model, ref, batch: int) -> Dict[str, object]:
-    """Training-step closures of parkit and the reference (same recipe, see common.train_step_fn)."""
-    return {"parkit": common.train_step_fn(model, batch), "reference": common.train_step_fn(ref, batch)}
+def train_variants(model, ref, batch: int, bf16: bool = False) -> Dict[str, object]:
+    """Training-step closures of parkit and the reference (same recipe, see common.train_step_fn);
+    with `bf16` also parkit's step under CPU bf16 autocast."""
+    fns = {"parkit": common.train_step_fn(model, batch), "reference": common.train_step_fn(ref, batch)}
+    if bf16:
+        fns[BF16] = common.train_step_fn(model, batch, bf16=True)
+    return fns
 
 
 def breakdown(model, ref, batch: int, reps: int = 2) -> Dict[str, dict]:
@@ -216,6 +220,7 @@ def main(argv=None) -> int:
     p.add_argument("--onnx-batches", default="", help="ONNX Runtime vs PyTorch at these batch sizes")
     p.add_argument("--bf16-infer", action="store_true",
                    help="also time parkit's inference under CPU bf16 autocast (separately, after fp32)")
+    p.add_argument("--bf16-train", action="store_true", help="also time parkit's training step under bf16 autocast")
     p.add_argument("--bf16-batches", default="", help="batch sizes for --bf16-infer (default: all)")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--json", default=None)
@@ -246,7 +251,7 @@ def main(argv=None) -> int:
 
     if not args.skip_train:
         log(f"training step, batch {args.train_batch}")
-        fns = train_variants(model, ref, args.train_batch)
+        fns = train_variants(model, ref, args.train_batch, args.bf16_train)
         result["train"] = {"batch": args.train_batch, "variants": compare(fns, args.reps)}
         for k, v in result["train"]["variants"].items():
             log(f"  {k}: {v['median_s']:.3f} s/step, peak {v['peak_mib']:.0f} MiB")

@@ -209,12 +209,15 @@ def images_for(model, batch: int, seed: int = 0):
     return torch.randn(batch, 3, model.image_size, model.image_size, generator=g)
 
 
-def train_step_fn(model, batch: int, lr: float = 1e-3) -> Callable[[], float]:
+def train_step_fn(model, batch: int, lr: float = 1e-3, bf16: bool = False) -> Callable[[], float]:
     """One training step as parkit's trainer does it (spec §8-9): forward in train mode, weighted
     main + 0.5 x auxiliary BCE, backward, global-norm clipping at 10, SGD (momentum 0.9, wd 1e-4).
 
-    The same closure is used for parkit and the reference mode, so only the model differs.
+    The same closure is used for parkit and the reference mode, so only the model differs. With
+    `bf16`, forward and loss run under `torch.autocast("cpu", dtype=torch.bfloat16)` (spec §9).
     """
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
@@ -226,10 +229,12 @@ def train_step_fn(model, batch: int, lr: float = 1e-3) -> Callable[[], float]:
 
     def step() -> float:
         model.train()
-        out = model(x)
-        loss = F.binary_cross_entropy_with_logits(out.logits, target)
-        if out.aux_logits is not None:
-            loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out.aux_logits, target)
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with amp:
+            out = model(x)
+            loss = F.binary_cross_entropy_with_logits(out.logits.float(), target)
+            if out.aux_logits is not None:
+                loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out.aux_logits.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 10.0)
