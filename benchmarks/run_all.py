@@ -365,7 +365,7 @@ def render(res: Dict[str, dict], info: dict, started: str, wall: float, loads: L
              "img/s.",
              "", "## Machine", ""]
     rows = [[k, v] for k, v in info.items()]
-    rows.append(["load average at the start of each worker", "; ".join(loads)])
+    rows.append(["1-min load average at the start of each worker (start-end time)", "; ".join(loads)])
     rows.append(["OpenMP", f"OMP_WAIT_POLICY={policy} in the workers (see notes)"])
     parts.append(table(["", ""], rows))
     parts += ["", "## Targets", "", render_targets(res)]
@@ -398,7 +398,8 @@ def render(res: Dict[str, dict], info: dict, started: str, wall: float, loads: L
     if sweeps:
         parts += ["## Scaling: attributes, prompt length, batch size", "",
                   "Each point builds a new PromptPAR on the same backbone (attribute lists: PA-100K 26, PETA 35, "
-                  "RAPv1 51, RAPv2 54; prompt length = visual prompts P per layer). Medians of 2 repetitions.", ""]
+                  "RAPv1 51, RAPv2 54; prompt length = visual prompts P per layer). Medians of 2 repetitions "
+                  "after a warm-up for micro; a single timed call after the warm-up for B/16 (noisy).", ""]
         for preset, sw in sweeps:
             parts.append(render_sweeps(preset, sw))
     if "sizes" in res and "sizes" in res["sizes"]:
@@ -459,8 +460,10 @@ def main(argv=None) -> int:
 
     def run(key: str, script: str, worker_args: List[str], timeout: float) -> None:
         load = common.load_average().split(" / ")[0]
+        begun = _dt.datetime.now().strftime("%H:%M")
         res[key] = common.run_worker(script, worker_args, work / f"{key}.json", timeout) or {}
         res[key]["load_start"] = load
+        res[key]["started_at"] = begun
         res[key]["measured_at"] = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
         (work / f"{key}.json").write_text(__import__("json").dumps(res[key], indent=1, default=str))
 
@@ -495,7 +498,9 @@ def main(argv=None) -> int:
             if key not in res and path.exists():
                 res[key] = json.loads(path.read_text())
     wall = sum(float(v.get("wall_s", 0.0)) for v in res.values())
-    loads = [f"{k} {v.get('load_start', '?')} ({v.get('measured_at', '?')})" for k, v in res.items()]
+    loads = [f"{k} {v.get('load_start', '?')} ("
+             + (f"{v['started_at']}-" if "started_at" in v else "finished ")
+             + f"{v.get('measured_at', '?')[-5:]})" for k, v in res.items()]
     extra = res.pop("vitb16x", None)
     if extra and "vitb16" in res:
         b16 = res["vitb16"]
