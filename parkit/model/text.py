@@ -108,7 +108,8 @@ class PromptedTextEncoder(nn.Module):
         self._cache, self._cache_key = None, None
 
     def train(self, mode: bool = True):
-        self.clear_cache()  # train/eval switches invalidate the cache (contract)
+        if mode != self.training:  # a real train/eval switch invalidates the cache (contract);
+            self.clear_cache()      # repeated eval() calls from explanations keep it
         return super().train(mode)
 
     def _can_cache(self) -> bool:
