@@ -15,12 +15,13 @@ mA is at least 3 points above the shuffled-label model's, and the shuffled-label
 Usage (about 2 × `--minutes` of training plus evaluation; the machine is shared, keep it small):
 
     python benchmarks/real_peta_sanity.py --minutes 10
-    python benchmarks/real_peta_sanity.py --root /path/to/peta --minutes 10 --batch-size 32
+    python benchmarks/real_peta_sanity.py --root /path/to/peta --minutes 10 --epochs 15 --batch-size 16
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -62,6 +63,7 @@ def run(args) -> dict:
     from parkit.train import get_recipe, train
 
     torch.set_num_threads(args.threads)
+    load_start = list(os.getloadavg())  # the budget is wall-clock: record how busy the machine was
     ds = load_dataset("PETA", args.root, skip_missing=True)
     pretrained = bool(args.backbone_file) or (backbone_is_pretrained(args.preset) and not args.no_pretrained)
     if not pretrained and not args.no_pretrained:
@@ -103,7 +105,8 @@ def run(args) -> dict:
     verdict = {"real_mA": real, "shuffled_mA": shuf, "margin": real - shuf,
                "margin_ok": real - shuf >= 3.0, "shuffled_near_chance": abs(shuf - 50.0) <= 2.0}
     verdict["passed"] = verdict["margin_ok"] and verdict["shuffled_near_chance"]
-    settings = {"preset": args.preset, "pretrained_backbone": pretrained,
+    settings = {"load_average_start": load_start, "load_average_end": list(os.getloadavg()),
+                "preset": args.preset, "pretrained_backbone": pretrained,
                 "backbone_file": args.backbone_file, "recipe": recipe.to_dict(),
                 "epochs": args.epochs, "batch_size": args.batch_size, "minutes_per_run": args.minutes,
                 "seed": args.seed, "threads": args.threads, "dataset": ds.summary()}
@@ -145,6 +148,14 @@ def write_report(path: Path, settings: dict, results: dict, verdict: dict) -> No
         json.dumps(settings, indent=2, default=str),
         "```",
         "",
+        "The budget is wall-clock time on a shared 2-core machine, so the number of optimiser steps depends",
+        "on the load (recorded above). Measured: at load ≈ 2 one epoch (125 steps of 16) takes ≈ 25 s and",
+        "15 epochs fit in the budget; at load ≈ 6 the first epoch took 6-8 minutes, the runs stopped after",
+        "≈ 220 steps, and both reached only ≈ 50 test mA (real 50.06 vs shuffled 50.15: check failed).",
+        "The frozen micro CLIP (pretrained on synthetic SynthPAR captions) carries little signal on real",
+        "photographs: a class-weighted linear probe on its image embeddings reaches ≈ 51.6 test mA, so",
+        "the prompts and fusion layers have to create most of the signal, which takes ~1000 steps.",
+        "",
         "Field notes for scale: on the same subset, models trained from scratch for 5 minutes reach about",
         "54 (tiny ViT), 60 (small CNN) and 64 (ResNet-18) test mA, and a predictor that knows only each",
         "image's PETA source subset reaches about 68 (PETA rewards dataset bias).",
@@ -158,8 +169,8 @@ def main(argv=None) -> int:
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="PETA folder (PETA.mat + images/)")
     p.add_argument("--preset", default="promptpar-micro")
     p.add_argument("--minutes", type=float, default=10.0, help="training time budget per run")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr-scale", type=float, default=1.0, help="multiply the recipe's learning rates")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -171,7 +182,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "parkit_real_peta_sanity"),
                    help="run folder (checkpoints; resumed when rerun with the same settings)")
     p.add_argument("--report", default=str(REPO / "benchmarks" / "results" / "real_peta_sanity.md"))
+    p.add_argument("--from-results", default=None,
+                   help="rewrite the report from a results.json of an earlier run (no training)")
     args = p.parse_args(argv)
+    if args.from_results:
+        saved = json.loads(Path(args.from_results).read_text())
+        write_report(Path(args.report), saved["settings"], saved["results"], saved["verdict"])
+        return 0 if saved["verdict"]["passed"] else 1
     if not Path(args.root).is_dir():
         print(f"PETA folder {args.root} not found: pass --root", file=sys.stderr)
         return 2
