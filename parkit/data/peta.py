@@ -14,8 +14,7 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 
 from parkit.data.base import DatasetError, PARDataset
-from parkit.data.formats import (as_indices, as_strings, assemble, check_names, find_annotation,
-                                 get_field, pick_partition, read_mat, schema_lists, union)
+from parkit.data.formats import (as_indices, as_strings, get_field, load_partitioned, read_mat, union)
 
 # spec §11.1: indices into the 105 labels, giving the 35 evaluated attributes in group order.
 GROUP_ORDER = (10, 18, 19, 30, 15, 7, 9, 11, 14, 21, 26, 29, 32, 33, 34, 6, 8, 12, 25, 27, 31, 13, 23,
@@ -76,20 +75,9 @@ def load_peta(root: Union[str, Path], *, partition: int = 0, annotation: Optiona
     Returns:
         A `PARDataset` with splits 9,500 / 1,900 / 7,600 (trainval 11,400) and identities.
     """
-    root = Path(root)
-    path = find_annotation(root, ANNOTATION_CANDIDATES, "PETA", annotation)
-    if path.suffix == ".pkl":
-        from parkit.data.pickles import load_from_pickle
-
-        return load_from_pickle("PETA", root, path, partition=partition, sentences=sentences,
-                                require_images=require_images, skip_missing=skip_missing, image_dirs=image_dirs)
-    peta = read_peta_mat(path)
-    check_names(peta["names"], schema_lists("PETA")[0], "PETA", path)
-    part = pick_partition(peta["partitions"], partition, path)
-    splits = {**part, "trainval": union(part["train"], part["val"])}
-    return assemble("PETA", labels=peta["labels"], image_names=peta["image_names"], splits=splits, root=root,
-                    annotation=path, split_source=f"official (PETA.mat partition {partition})",
-                    info={"partition": partition,
-                          "official_sizes": {"train": 9500, "val": 1900, "test": 7600, "trainval": 11400}},
-                    sentences=sentences, identities=peta["identities"], require_images=require_images,
-                    skip_missing=skip_missing, image_dirs=image_dirs)
+    return load_partitioned(
+        "PETA", root, candidates=ANNOTATION_CANDIDATES, reader=read_peta_mat, partition=partition,
+        make_splits=lambda part: {**part, "trainval": union(part["train"], part["val"])},
+        mat_name="PETA.mat", official_sizes={"train": 9500, "val": 1900, "test": 7600, "trainval": 11400},
+        annotation=annotation, sentences=sentences, require_images=require_images,
+        skip_missing=skip_missing, image_dirs=image_dirs)

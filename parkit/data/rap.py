@@ -21,8 +21,7 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 
 from parkit.data.base import DatasetError, PARDataset
-from parkit.data.formats import (as_indices, as_strings, assemble, check_names, find_annotation,
-                                 get_field, pick_partition, read_mat, schema_lists, union)
+from parkit.data.formats import (as_indices, as_strings, get_field, load_partitioned, read_mat, union)
 
 RAPV1_NUM_ATTRIBUTES = 51
 # spec §11.1: head/upper/lower/shoes/attachments first, then age (4), female, body (3),
@@ -124,24 +123,14 @@ def load_rapv1(root: Union[str, Path], *, partition: int = 0, annotation: Option
     Returns:
         A `PARDataset` with trainval 33,268 / test 8,317 ("train" = "trainval", "val" empty).
     """
-    root = Path(root)
-    path = find_annotation(root, RAPV1_CANDIDATES, "RAPv1", annotation)
-    if path.suffix == ".pkl":
-        from parkit.data.pickles import load_from_pickle
-
-        return load_from_pickle("RAPv1", root, path, partition=partition, sentences=sentences,
-                                require_images=require_images, skip_missing=skip_missing, image_dirs=image_dirs)
-    rap = read_rapv1_mat(path)
-    check_names(rap["names"], schema_lists("RAPv1")[0], "RAPv1", path)
-    part = pick_partition(rap["partitions"], partition, path)
-    splits = {"train": part["trainval"], "val": np.zeros(0, dtype=np.int64), "test": part["test"],
-              "trainval": part["trainval"]}
-    return assemble("RAPv1", labels=rap["labels"], image_names=rap["image_names"], splits=splits, root=root,
-                    annotation=path, split_source=f"official (RAP_annotation.mat partition {partition})",
-                    info={"partition": partition, "official_sizes": {"trainval": 33268, "test": 8317},
-                          "note": "RAPv1 has no validation split: train = trainval, val is empty"},
-                    sentences=sentences, identities=rap["identities"], require_images=require_images,
-                    skip_missing=skip_missing, image_dirs=image_dirs)
+    return load_partitioned(
+        "RAPv1", root, candidates=RAPV1_CANDIDATES, reader=read_rapv1_mat, partition=partition,
+        make_splits=lambda part: {"train": part["trainval"], "val": np.zeros(0, dtype=np.int64),
+                                  "test": part["test"], "trainval": part["trainval"]},
+        mat_name="RAP_annotation.mat", official_sizes={"trainval": 33268, "test": 8317},
+        note="RAPv1 has no validation split: train = trainval, val is empty",
+        annotation=annotation, sentences=sentences, require_images=require_images,
+        skip_missing=skip_missing, image_dirs=image_dirs)
 
 
 def load_rapv2(root: Union[str, Path], *, partition: int = 0, annotation: Optional[Union[str, Path]] = None,
@@ -160,20 +149,10 @@ def load_rapv2(root: Union[str, Path], *, partition: int = 0, annotation: Option
     Returns:
         A `PARDataset` with train 50,957 / val 16,986 / test 16,985 (trainval 67,943).
     """
-    root = Path(root)
-    path = find_annotation(root, RAPV2_CANDIDATES, "RAPv2", annotation)
-    if path.suffix == ".pkl":
-        from parkit.data.pickles import load_from_pickle
-
-        return load_from_pickle("RAPv2", root, path, partition=partition, sentences=sentences,
-                                require_images=require_images, skip_missing=skip_missing, image_dirs=image_dirs)
-    rap = read_rapv2_mat(path)
-    check_names(rap["names"], schema_lists("RAPv2")[0], "RAPv2", path)
-    part = pick_partition(rap["partitions"], partition, path)
-    splits = {**part, "trainval": union(part["train"], part["val"])}
-    return assemble("RAPv2", labels=rap["labels"], image_names=rap["image_names"], splits=splits, root=root,
-                    annotation=path, split_source=f"official (RAP_annotation.mat partition {partition})",
-                    info={"partition": partition,
-                          "official_sizes": {"train": 50957, "val": 16986, "test": 16985, "trainval": 67943}},
-                    sentences=sentences, identities=rap["identities"], require_images=require_images,
-                    skip_missing=skip_missing, image_dirs=image_dirs)
+    return load_partitioned(
+        "RAPv2", root, candidates=RAPV2_CANDIDATES, reader=read_rapv2_mat, partition=partition,
+        make_splits=lambda part: {**part, "trainval": union(part["train"], part["val"])},
+        mat_name="RAP_annotation.mat",
+        official_sizes={"train": 50957, "val": 16986, "test": 16985, "trainval": 67943},
+        annotation=annotation, sentences=sentences, require_images=require_images,
+        skip_missing=skip_missing, image_dirs=image_dirs)
