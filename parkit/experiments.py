@@ -137,3 +137,17 @@ def _evaluate_frozen(model, dataset, profile: Profile) -> dict:
         model.calibrate(make_loader(dataset, train_rows, tf, batch_size=64), method="prior")
     ev = evaluate(model, dataset, split="test", limit=profile.eval_limit, progress=False)
     return ev.summary()
+
+
+def sweep(profile: Profile, dataset, setting: str, values, epochs: Optional[int] = None,
+          metrics=("mA", "Acc", "F1")):
+    """One run per value of a config `setting` (an ablation curve): a DataFrame with the setting,
+    the test metrics and the trainable parameters of each run (epochs: the profile's ablation budget)."""
+    import pandas as pd
+
+    rows = []
+    for value in values:
+        exp = run_experiment(f"{setting}={value}", profile, dataset, overrides={setting: value},
+                             epochs=profile.ablation_epochs if epochs is None else epochs)
+        rows.append({setting: value, **{k: exp.row[k] for k in metrics}, "trainable": exp.row["trainable"]})
+    return pd.DataFrame(rows)

@@ -11,10 +11,9 @@ import os
 PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 
 # %%
-import pandas as pd
 from IPython.display import Markdown, display
 
-from parkit.experiments import run_experiment
+from parkit.experiments import sweep
 from parkit.plots import metric_curve, savefig
 from parkit.profiles import profile_dataset, setup
 from parkit.reporting import save_table, to_markdown
@@ -27,12 +26,7 @@ dataset = profile_dataset(profile)
 # With region division the prompts are split into 1 + 4 equal groups, so lengths are multiples of 5.
 
 # %%
-rows = []
-for p in profile.prompt_lengths:
-    exp = run_experiment(f"vis_prompt={p}", profile, dataset, overrides=dict(vis_prompt=p),
-                         epochs=profile.ablation_epochs)
-    rows.append({"vis_prompt": p, **{k: exp.row[k] for k in ("mA", "Acc", "F1")}, "trainable": exp.row["trainable"]})
-length = pd.DataFrame(rows)
+length = sweep(profile, dataset, "vis_prompt", profile.prompt_lengths)
 save_table(length, RES / "06_prompt_length_summary")
 display(Markdown(to_markdown(length)))
 
@@ -52,12 +46,7 @@ savefig(fig, FIG / "06_prompt_length.png");
 # ## Prompt depth (number of layers that receive fresh prompts)
 
 # %%
-rows = []
-for d in profile.prompt_depths:
-    exp = run_experiment(f"vis_depth={d}", profile, dataset, overrides=dict(vis_depth=d),
-                         epochs=profile.ablation_epochs)
-    rows.append({"vis_depth": d, **{k: exp.row[k] for k in ("mA", "Acc", "F1")}, "trainable": exp.row["trainable"]})
-depth = pd.DataFrame(rows)
+depth = sweep(profile, dataset, "vis_depth", profile.prompt_depths)
 save_table(depth, RES / "06_prompt_depth_summary")
 display(Markdown(to_markdown(depth)))
 fig = metric_curve(depth, "vis_depth", "mA", xlabel="prompted layers", title="mA vs prompt depth")
@@ -67,12 +56,7 @@ savefig(fig, FIG / "06_prompt_depth.png");
 # ## Text prompt length (effective placement)
 
 # %%
-rows = []
-for t in ((1, 3, 6) if profile.is_paper else (1, 3)):
-    exp = run_experiment(f"text_prompt={t}", profile, dataset, overrides=dict(text_prompt=t),
-                         epochs=profile.ablation_epochs)
-    rows.append({"text_prompt": t, **{k: exp.row[k] for k in ("mA", "Acc", "F1")}, "trainable": exp.row["trainable"]})
-text = pd.DataFrame(rows)
+text = sweep(profile, dataset, "text_prompt", ((1, 3, 6) if profile.is_paper else (1, 3)))
 save_table(text, RES / "06_text_prompt_length_summary")
 display(Markdown(to_markdown(text)))
 fig = metric_curve(text, "text_prompt", "mA", xlabel="text prompt tokens per layer", title="mA vs text prompt length")
