@@ -50,30 +50,8 @@ def _autocast(device, enabled: bool):
 
 
 def make_train(model, batch: int, device, amp: bool) -> Callable[[], float]:
-    """One training step (same recipe as common.train_step_fn) under bf16 autocast."""
-    import torch
-    import torch.nn.functional as F
-
-    size = model.image_size
-    x = torch.randn(batch, 3, size, size, device=device)
-    target = (torch.rand(batch, len(model.attributes), device=device) > 0.7).float()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
-
-    def step():
-        model.train()
-        with _autocast(device, amp):
-            out = model(x)
-            loss = F.binary_cross_entropy_with_logits(out.logits.float(), target)
-            if out.aux_logits is not None:
-                loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out.aux_logits.float(), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        opt.step()
-        _sync(device)
-
-    return step
+    """One training step: the same recipe and closure as the CPU benchmarks, on `device`."""
+    return common.train_step_fn(model, batch, bf16=amp, device=device)
 
 
 def make_infer(model, batch: int, device, amp: bool) -> Callable[[], object]:

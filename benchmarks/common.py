@@ -209,27 +209,29 @@ def images_for(model, batch: int, seed: int = 0):
     return torch.randn(batch, 3, model.image_size, model.image_size, generator=g)
 
 
-def train_step_fn(model, batch: int, lr: float = 1e-3, bf16: bool = False) -> Callable[[], float]:
+def train_step_fn(model, batch: int, lr: float = 1e-3, bf16: bool = False, device=None) -> Callable[[], float]:
     """One training step as parkit's trainer does it (spec §8-9): forward in train mode, weighted
     main + 0.5 x auxiliary BCE, backward, global-norm clipping at 10, SGD (momentum 0.9, wd 1e-4).
 
     The same closure is used for parkit and the reference mode, so only the model differs. With
-    `bf16`, forward and loss run under `torch.autocast("cpu", dtype=torch.bfloat16)` (spec §9).
+    `bf16`, forward and loss run under bf16 autocast on the tensors' device (spec §9). `device`
+    (default CPU) holds the inputs; the returned loss value synchronises a GPU step.
     """
     import contextlib
 
     import torch
     import torch.nn.functional as F
 
-    x = images_for(model, batch)
+    device = torch.device(device or "cpu")
+    x = images_for(model, batch).to(device)
     a = len(model.attributes)
-    target = (torch.rand(batch, a, generator=torch.Generator().manual_seed(1)) > 0.7).float()
+    target = (torch.rand(batch, a, generator=torch.Generator().manual_seed(1)) > 0.7).float().to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
 
     def step() -> float:
         model.train()
-        amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with amp:
             out = model(x)
             loss = F.binary_cross_entropy_with_logits(out.logits.float(), target)
