@@ -20,19 +20,23 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 def strip_widget_state(path: Path) -> None:
-    """Remove widget state and widget-view outputs that only a live kernel can render."""
+    """Make an executed notebook fit to commit.
+
+    Removes widget state and widget-view outputs that only a live kernel can render, and
+    papermill's injected parameters cell: left in, it would pin PROFILE to this run's value and
+    override $PARKIT_PROFILE, so `make test` would run the demo profile instead of smoke.
+    """
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("widgets", None)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
     for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
+        cell.metadata.pop("papermill", None)  # timings on markdown cells too: noise in diffs
+        cell.metadata.pop("execution", None)
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             if "application/vnd.jupyter.widget-view+json" in data:
                 data.pop("application/vnd.jupyter.widget-view+json")
                 data.setdefault("text/plain", "(interactive widget: run the notebook to use it)")
-        cell.metadata.pop("papermill", None)
-        cell.metadata.pop("execution", None)
     nb.metadata.pop("papermill", None)
     nbformat.write(nb, path)
 
