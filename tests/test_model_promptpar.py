@@ -63,6 +63,46 @@ def test_layer_loop_matches_clip_without_prompts():
     torch.testing.assert_close(txt, expected_txt, rtol=1e-5, atol=1e-5)
 
 
+def _interleaved_visual_forward(visual, x_images):
+    """The straightforward layer loop: every token, prompts included, through every block."""
+    x = visual.conv1(x_images).flatten(2).transpose(1, 2)
+    b, _, width = x.shape
+    x = torch.cat([visual.class_embedding.expand(b, 1, width), x], dim=1) + visual.positional_embedding
+    cls = x[:, :1]
+    if visual.part_class_embedding is not None:
+        cls = torch.cat([cls, visual.part_class_embedding.expand(b, -1, -1)], dim=1)
+    cls, patches = visual.ln_pre(cls), visual.ln_pre(x[:, 1:])
+    mask = visual.attention_mask(x.device)
+    idx, start = list(visual.layout.class_positions), visual.layout.patch_start
+    for layer, block in enumerate(visual.transformer.resblocks):
+        prompts = visual.prompt_deep[layer] if layer < visual.prompted_layers else None
+        if layer == 0:
+            x = visual._interleave(cls, prompts, patches)
+        elif prompts is not None:
+            x = visual._interleave(x[:, idx], prompts, x[:, start:])
+        x, _ = clip_block_forward(block, x, mask)
+    return (visual.ln_post(x) if visual.config.ln_post else x) @ visual.proj
+
+
+@pytest.mark.parametrize("vis_depth,use_vismask,use_div", [(4, True, True), (2, True, True), (1, True, True),
+                                                           (3, False, True), (4, False, False)])
+def test_skipping_overwritten_prompt_outputs_is_the_same_function(vis_depth, use_vismask, use_div):
+    # Prompt outputs of a layer whose successor overwrites them are not computed (visual.py);
+    # tokens and prompt gradients must equal those of the loop that computes everything.
+    model = build(clip_changes=dict(vision_layers=4), vis_depth=vis_depth, use_vismask=use_vismask,
+                  use_div=use_div, use_gl=use_div, vis_prompt=10 if use_div else 8)
+    x = images()
+    fast = model.visual(x).tokens
+    slow = _interleaved_visual_forward(model.visual, x)
+    assert fast.shape == slow.shape
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(fast)
+    g_fast = torch.autograd.grad((fast * weights).sum(), model.visual.prompt_deep)[0]
+    g_slow = torch.autograd.grad((slow * weights).sum(), model.visual.prompt_deep)[0]
+    assert g_fast[:vis_depth].abs().sum() > 0
+    torch.testing.assert_close(g_fast, g_slow, rtol=1e-4, atol=1e-5 * g_slow.abs().max().item())
+
+
 def test_ln_post_off_projects_the_raw_tokens():
     clip_model = tiny_clip()
     x = images()

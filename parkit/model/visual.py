@@ -82,6 +82,42 @@ def clip_block_forward(block: nn.Module, x: torch.Tensor, mask: Optional[torch.T
     return x, probs
 
 
+def clip_block_forward_discarding_prompts(block: nn.Module, x: torch.Tensor, prompts: torch.Tensor,
+                                          mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One CLIP block in which the prompt tokens only serve as keys and values.
+
+    In VPT-deep the next layer overwrites every prompt slot with its own prompts (spec §5), so a
+    prompt token's query, attention output and MLP are computed only to be thrown away. This
+    block skips them: the prompts enter attention as keys and values, and since they are shared
+    by the whole batch, their LayerNorm and key/value projections are computed once, not once
+    per image. The outputs of the other tokens are the same function as `clip_block_forward` on
+    the interleaved sequence (attention does not depend on the order of its keys once the mask
+    columns follow them), equal up to float rounding.
+
+    Args:
+        block: a CLIP residual attention block.
+        x: (B, M, D) the tokens that are kept (class and part tokens, then the patches).
+        prompts: (P, D) this layer's prompts.
+        mask: (M, M + P) bool, True = may attend; columns are x's tokens then the prompts.
+            None = full attention.
+
+    Returns:
+        (B, M, D): the kept tokens after the block.
+    """
+    attn = block.attn
+    b, length, width = x.shape
+    heads, head_dim = attn.num_heads, width // attn.num_heads
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, M, 3D)
+    q, k, v = qkv.view(b, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # each (B, H, M, d)
+    kv_prompts = F.linear(block.ln_1(prompts), attn.in_proj_weight[width:], attn.in_proj_bias[width:])
+    k_p, v_p = kv_prompts.view(-1, 2, heads, head_dim).permute(1, 2, 0, 3)  # each (H, P, d)
+    k = torch.cat([k, k_p.unsqueeze(0).expand(b, -1, -1, -1)], dim=2)  # (B, H, M + P, d)
+    v = torch.cat([v, v_p.unsqueeze(0).expand(b, -1, -1, -1)], dim=2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, M, d)
+    x = x + attn.out_proj(out.transpose(1, 2).reshape(b, length, width))
+    return x + block.mlp(block.ln_2(x))
+
+
 class PromptedVisualEncoder(nn.Module):
     """Frozen CLIP ViT + part tokens + deep visual prompts + stripe mask (spec §3.2, §4, §5).
 
@@ -139,6 +175,12 @@ class PromptedVisualEncoder(nn.Module):
         else:
             self.register_parameter("prompt_deep", None)
         self._masks: Dict[Tuple[str, Optional[int]], torch.Tensor] = {}
+        self._kept_masks: Dict[Tuple[str, Optional[int]], torch.Tensor] = {}
+        # Layout positions of the tokens a prompted layer keeps (class tokens, then patches) and of
+        # the prompts in the order of `prompt_deep`'s rows.
+        self._kept_positions = list(self.layout.class_positions) + list(range(self.layout.patch_start,
+                                                                             self.layout.length))
+        self._prompt_positions = self.layout.prompt_positions()
 
     # -----------------------------------------------------------------------------------------
     @property
@@ -161,6 +203,19 @@ class PromptedVisualEncoder(nn.Module):
                                    self.config.div_num, self.config.overlap_row)
             self._masks[key] = torch.isfinite(additive).to(device)
         return self._masks[key]
+
+    def kept_attention_mask(self, device: torch.device) -> Optional[torch.Tensor]:
+        """The stripe mask for `clip_block_forward_discarding_prompts`: rows are the kept tokens
+        (class tokens, then patches), columns the kept tokens then the prompts. (M, M + P) bool."""
+        full = self.attention_mask(device)
+        if full is None:
+            return None
+        key = (device.type, device.index)
+        if key not in self._kept_masks:
+            rows = torch.tensor(self._kept_positions, device=device)
+            cols = torch.tensor(self._kept_positions + self._prompt_positions, device=device)
+            self._kept_masks[key] = full[rows][:, cols].contiguous()
+        return self._kept_masks[key]
 
     def _interleave(self, class_tokens: torch.Tensor, prompts: Optional[torch.Tensor],
                     patches: torch.Tensor) -> torch.Tensor:
@@ -217,16 +272,27 @@ class PromptedVisualEncoder(nn.Module):
         blocks = self.transformer.resblocks
         class_idx = list(self.layout.class_positions)
         start = self.layout.patch_start
+        k = class_tokens.shape[1]
         attention = None
+        # While the next layer overwrites the prompts, only the class tokens and patches are carried
+        # (`kept`, (B, K + N, D)) and the prompts serve as keys and values; the full interleaved
+        # sequence `x` is built at the first layer whose prompt outputs survive (the last
+        # prompted layer) and run from there on.
+        kept, x = torch.cat([class_tokens, patches], dim=1), None
         for layer, block in enumerate(blocks):
             prompts = self.prompt_deep[layer] if layer < self.prompted_layers else None  # (P, D)
-            if layer == 0:
-                x = self._interleave(class_tokens, prompts, patches)
+            last = layer == len(blocks) - 1
+            need_attention = return_attention and last
+            if x is None:
+                if prompts is not None and layer + 1 < self.prompted_layers and not need_attention:
+                    kept = clip_block_forward_discarding_prompts(
+                        block, kept, prompts.to(kept.dtype), self.kept_attention_mask(kept.device))
+                    continue
+                x = self._interleave(kept[:, :k], prompts, kept[:, k:])
             elif prompts is not None:
                 # VPT-deep: overwrite the prompt slots with this layer's prompts (spec §5).
                 x = self._interleave(x[:, class_idx], prompts, x[:, start:])
-            last = layer == len(blocks) - 1
-            x, probs = clip_block_forward(block, x, mask, need_attention=return_attention and last)
+            x, probs = clip_block_forward(block, x, mask, need_attention=need_attention)
             if probs is not None:
                 attention = probs
         if self.config.ln_post:
