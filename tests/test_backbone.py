@@ -321,6 +321,32 @@ def test_pretrain_tiny_run_writes_a_checkpoint_that_loads_identically(tmp_path):
     assert micro.unknown_words(loaded, get_schema("PA100K").sentences) == {}
 
 
+def test_joined_captions_fit_the_context_and_keep_their_order():
+    from parkit.backbone.pretrain import join_captions
+    assert join_captions(["a man", "a hat", "a bag"]) == "a man, a hat, a bag"
+    long = ["a person wearing " + " and ".join(["a red hat"] * 6)] * 4
+    joined = join_captions(long)
+    assert joined.startswith(long[0]) and joined.count(long[0]) < 4
+    tokenize([joined])  # fits CLIP's 77-token context: no ContextLengthError
+
+
+def test_pretrain_all_captions_with_clipping_and_monitoring(tmp_path):
+    from parkit.backbone.pretrain import pretrain_micro_clip
+    cfg = dict(TINY, vision_layers=1, transformer_layers=1)
+    logs = []
+    result = pretrain_micro_clip(tmp_path / "synthpar", "", epochs=2, batch_size=8, seed=0, device="cpu",
+                                 n_images=40, data_seed=0, config=cfg, caption_mode="all", clip_grad=1.0,
+                                 monitor_every=1, evaluate=False, eval_root=tmp_path / "synthpar",
+                                 eval_n_images=40, eval_seed=0, progress=False, log=logs.append)
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert all(0 <= h["zero_shot_auc"] <= 100 for h in result["history"])
+    assert all("zero-shot AUC" in line for line in logs if line.startswith("epoch"))
+    assert result["meta"]["caption_mode"] == "all" and result["meta"]["clip_grad"] == 1.0
+    with pytest.raises(ValueError, match="caption_mode"):
+        pretrain_micro_clip(tmp_path / "synthpar", "", caption_mode="some", config=cfg, n_images=40,
+                            data_seed=0, progress=False)
+
+
 # --- the committed micro checkpoint -----------------------------------------------------------
 
 def test_committed_micro_clip_is_small_verified_and_fp32():

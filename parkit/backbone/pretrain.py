@@ -42,7 +42,9 @@ STD = (0.5, 0.5, 0.5)
 
 # Defaults of the committed checkpoint (parkit/assets/README.md records the exact command).
 DEFAULTS = dict(n_images=4000, data_seed=1, epochs=8, batch_size=32, lr=1e-3, weight_decay=0.1,
-                warmup_epochs=1.0, seed=0, eval_n_images=2000, eval_seed=0)
+                warmup_epochs=1.0, seed=0, eval_n_images=2000, eval_seed=0, caption_mode="one",
+                clip_grad=None, monitor_every=0)
+CAPTION_MODES = ("one", "all")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -276,6 +278,48 @@ def _full_vocabulary(small: nn.Module, keep: torch.Tensor, config: Mapping) -> n
     return model.eval()
 
 
+def join_captions(captions: Sequence[str], context: int = 77) -> str:
+    """Captions joined with ", ", in order, stopping before the first that would overflow the
+    context (SOT and EOT included); the first caption is always kept."""
+    from parkit.backbone.loading import clip_module  # noqa: PLC0415
+
+    bpe = clip_module().clip._tokenizer
+    out = captions[0]
+    for caption in captions[1:]:
+        longer = f"{out}, {caption}"
+        if len(bpe.encode(longer)) + 2 > context:
+            break
+        out = longer
+    return out
+
+
+class _Monitor:
+    """Zero-shot mean ROC-AUC (percent) of the PA100K sentences on a SynthPAR test split, computed
+    on the model being trained (packed vocabulary: `lookup` maps CLIP ids to its rows)."""
+
+    def __init__(self, dataset, image_size: int, lookup: torch.Tensor, device: torch.device):
+        from parkit.attributes import get_schema  # noqa: PLC0415
+
+        schema = get_schema("PA100K")
+        columns = [dataset.attributes.index(a) for a in schema.attributes if a in dataset.attributes]
+        names = [dataset.attributes[c] for c in columns]
+        test = dataset.splits["test"]
+        self.images = load_images([dataset.image_paths[i] for i in test], image_size)  # (N, 3, S, S)
+        self.labels = dataset.labels[test][:, columns]
+        tokens = tokenize([schema.sentences[schema.attributes.index(a)] for a in names])
+        self.tokens = lookup[tokens[:, :int((tokens != 0).sum(1).max())]].to(device)
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> float:
+        model.eval()
+        text = F.normalize(model.encode_text(self.tokens).float(), dim=-1)  # (A, E)
+        feats = [F.normalize(model.encode_image(normalize(self.images[i:i + 256], self.device)).float(), dim=-1)
+                 for i in range(0, len(self.images), 256)]
+        model.train()
+        return round(100 * mean_auc((torch.cat(feats) @ text.T).cpu().numpy(), self.labels), 2)
+
+
 def _synthpar(root, n_images: int, seed: int, progress: bool = True):
     from parkit.data.synthpar import ensure_synthpar, load_synthpar  # noqa: PLC0415
 
@@ -288,6 +332,8 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
                         n_images: int = DEFAULTS["n_images"], data_seed: int = DEFAULTS["data_seed"],
                         lr: float = DEFAULTS["lr"], weight_decay: float = DEFAULTS["weight_decay"],
                         warmup_epochs: float = DEFAULTS["warmup_epochs"],
+                        caption_mode: str = DEFAULTS["caption_mode"], clip_grad: Optional[float] = DEFAULTS["clip_grad"],
+                        monitor_every: int = DEFAULTS["monitor_every"],
                         config: Optional[Mapping] = None, evaluate: bool = True,
                         eval_root: Union[str, Path, None] = None,
                         eval_n_images: int = DEFAULTS["eval_n_images"], eval_seed: int = DEFAULTS["eval_seed"],
@@ -312,6 +358,14 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
         n_images: size of the pretraining SynthPAR.
         data_seed: seed of the pretraining SynthPAR.
         lr, weight_decay, warmup_epochs: AdamW and schedule settings.
+        caption_mode: "one": each epoch pairs every image with one of its captions, drawn at random;
+            "all": with its captions joined into one longer description ("a, b, c"; as many as
+            fit CLIP's 77-token context, see `join_captions`), which names more of its
+            attributes and so tells it apart from more of the batch.
+        clip_grad: clip the global gradient norm at this value (None: no clipping).
+        monitor_every: every this many epochs (0: never), log the zero-shot mean ROC-AUC of
+            the PA100K sentences on the evaluation SynthPAR's test split and store it in the
+            history, to watch the image tower learn.
         config: CLIP constructor arguments (default `MICRO_CONFIG`; tests use smaller ones).
         evaluate: after training, report zero-shot mA with the PA100K sentences (expanded and
             bare phrases) and store it in the checkpoint's meta.
@@ -329,6 +383,8 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
     from tqdm.auto import tqdm  # noqa: PLC0415
     from parkit.data.synthpar import default_synthpar_root, load_captions  # noqa: PLC0415
 
+    if caption_mode not in CAPTION_MODES:
+        raise ValueError(f"caption_mode must be one of {CAPTION_MODES}, got {caption_mode!r}")
     cfg = dict(config or MICRO_CONFIG)
     device = torch.device(device) if device is not None else default_device()
     t_start = time.time()
@@ -344,6 +400,8 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
     except KeyError as exc:
         raise ValueError(f"no caption for image {exc} in {dataset.root}/captions.jsonl: regenerate "
                          f"SynthPAR (delete the folder and run again)") from None
+    if caption_mode == "all":
+        captions = [[join_captions(caps)] for caps in captions]
     size = cfg["image_resolution"]
     images = load_images(paths, size, progress=progress)  # (N, 3, S, S) uint8
     log(f"pretraining data: {len(paths)} images ({'train split' if same_as_eval else 'all'}) of "
@@ -370,6 +428,9 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {batch_size} exceeds the {len(paths)} training images")
     total, warmup = epochs * steps_per_epoch, int(warmup_epochs * steps_per_epoch)
+    monitor = None
+    if monitor_every:
+        monitor = _Monitor(_synthpar(eval_root, eval_n_images, eval_seed, progress), size, lookup, device)
     gen = torch.Generator().manual_seed(seed)
     history, step = [], 0
     for epoch in range(epochs):
@@ -394,6 +455,8 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
                                     model.encode_text(tok.to(device)), model.logit_scale, same)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if clip_grad:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
             optimizer.step()
             with torch.no_grad():  # CLIP clamps the temperature at 100
                 model.logit_scale.clamp_(0, math.log(100))
@@ -402,13 +465,17 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
             step += 1
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)),
                         "lr": _lr_at(step - 1, total, warmup, lr), "seconds": time.time() - t0})
-        log(f"epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f} "
-            f"({history[-1]['seconds']:.0f}s)")
+        line = f"epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f} ({history[-1]['seconds']:.0f}s)"
+        if monitor is not None and ((epoch + 1) % monitor_every == 0 or epoch + 1 == epochs):
+            history[-1]["zero_shot_auc"] = monitor(model)
+            line += f", zero-shot AUC {history[-1]['zero_shot_auc']:.2f}"
+        log(line)
 
     model = _full_vocabulary(model.cpu().eval(), keep, cfg)
     meta = {"data": "SynthPAR", "n_images": len(dataset), "pretrain_images": len(paths),
             "data_seed": data_seed, "epochs": epochs, "batch_size": batch_size, "seed": seed, "lr": lr,
-            "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "normalization": "official",
+            "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "caption_mode": caption_mode,
+            "clip_grad": clip_grad, "normalization": "official",
             "mean": list(MEAN), "std": list(STD), "final_loss": history[-1]["loss"],
             "kept_tokens": int(keep.numel()), "train_seconds": round(time.time() - t_start, 1)}
     # The model exactly as it will load: fp16 rounding and the pruned vocabulary applied.
@@ -500,12 +567,20 @@ def main_pretrain(argv: Optional[Sequence[str]] = None) -> dict:
                    help="size of the evaluation SynthPAR (default: %(default)s)")
     p.add_argument("--eval-seed", type=int, default=DEFAULTS["eval_seed"],
                    help="seed of the evaluation SynthPAR (default: %(default)s)")
+    p.add_argument("--captions", choices=CAPTION_MODES, default=DEFAULTS["caption_mode"],
+                   help="one: a random caption per image per epoch; all: its captions joined "
+                        "(default: %(default)s)")
+    p.add_argument("--clip-grad", type=float, default=DEFAULTS["clip_grad"],
+                   help="clip the gradient norm at this value (default: no clipping)")
+    p.add_argument("--monitor-every", type=int, default=DEFAULTS["monitor_every"],
+                   help="log the zero-shot AUC on the evaluation split every N epochs (default: never)")
     a = p.parse_args(argv)
     if a.threads is not None:
         torch.set_num_threads(a.threads)
     result = pretrain_micro_clip(a.data_root, a.out, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed,
                                  device=a.device, n_images=a.n_images, data_seed=a.data_seed, lr=a.lr,
                                  weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
+                                 caption_mode=a.captions, clip_grad=a.clip_grad, monitor_every=a.monitor_every,
                                  evaluate=not a.no_eval, eval_root=a.eval_root,
                                  eval_n_images=a.eval_n_images, eval_seed=a.eval_seed)
     result.pop("model")
