@@ -330,6 +330,23 @@ def test_joined_captions_fit_the_context_and_keep_their_order():
     tokenize([joined])  # fits CLIP's 77-token context: no ContextLengthError
 
 
+def test_attribute_captions_list_exactly_the_positive_attributes():
+    import numpy as np
+    from parkit.backbone.pretrain import attribute_captions
+    from parkit.data.synthpar import SYNTHPAR_ATTRIBUTES
+    labels = np.zeros((2, len(SYNTHPAR_ATTRIBUTES)), dtype=int)
+    for name in ("Female", "Age18-60", "Back", "boots"):
+        labels[0, SYNTHPAR_ATTRIBUTES.index(name)] = 1
+    caps = attribute_captions(labels, SYNTHPAR_ATTRIBUTES, n=3, seed=0)
+    assert len(caps) == 2 and all(len(c) == 3 for c in caps)
+    for caption in caps[0]:
+        assert caption.startswith("a pedestrian: ")
+        assert sorted(caption[len("a pedestrian: "):].split(", ")) == ["age 18 to 60", "back", "boots", "female"]
+    assert len(set(caps[0])) > 1  # shuffled orders
+    assert caps[1] == ["a pedestrian"] * 3
+    assert attribute_captions(labels, SYNTHPAR_ATTRIBUTES, seed=0) == caps  # seeded
+
+
 def test_pretrain_all_captions_with_clipping_and_monitoring(tmp_path):
     from parkit.backbone.pretrain import pretrain_micro_clip
     cfg = dict(TINY, vision_layers=1, transformer_layers=1)

@@ -44,7 +44,7 @@ STD = (0.5, 0.5, 0.5)
 DEFAULTS = dict(n_images=4000, data_seed=1, epochs=8, batch_size=32, lr=1e-3, weight_decay=0.1,
                 warmup_epochs=1.0, seed=0, eval_n_images=2000, eval_seed=0, caption_mode="one",
                 clip_grad=None, monitor_every=0)
-CAPTION_MODES = ("one", "all")
+CAPTION_MODES = ("one", "all", "attributes")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -278,6 +278,30 @@ def _full_vocabulary(small: nn.Module, keep: torch.Tensor, config: Mapping) -> n
     return model.eval()
 
 
+def attribute_captions(labels: np.ndarray, attributes: Sequence[str], n: int = 3, seed: int = 0) -> list:
+    """Per image, `n` captions listing its positive attributes in PA100K's short phrases, each in
+    its own shuffled order: [["a pedestrian: female, back, skirt and dress", ...], ...].
+
+    Args:
+        labels: (N, A) 0/1 labels.
+        attributes: the A attribute names (PA100K names; others are skipped).
+        n: captions per image.
+        seed: seed of the orders.
+    """
+    from parkit.attributes import get_schema  # noqa: PLC0415
+
+    schema = get_schema("PA100K")
+    phrase = dict(zip(schema.attributes, schema.phrases))
+    columns = [(j, phrase[a]) for j, a in enumerate(attributes) if a in phrase]
+    rng = np.random.default_rng(seed)
+    out = []
+    for row in np.asarray(labels):
+        words = [p for j, p in columns if row[j] == 1]
+        out.append(["a pedestrian: " + ", ".join(rng.permutation(words).tolist()) if words else "a pedestrian"
+                    for _ in range(n)])
+    return out
+
+
 def join_captions(captions: Sequence[str], context: int = 77) -> str:
     """Captions joined with ", ", in order, stopping before the first that would overflow the
     context (SOT and EOT included); the first caption is always kept."""
@@ -362,6 +386,10 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
             "all": with its captions joined into one longer description ("a, b, c"; as many as
             fit CLIP's 77-token context, see `join_captions`), which names more of its
             attributes and so tells it apart from more of the batch.
+            "attributes": with a list of its labelled attributes in PA100K's short phrases,
+            shuffled ("a pedestrian: back, skirt and dress, female, ..."; three orders, one drawn
+            per epoch): no colour names, so the image tower cannot match captions by colour alone
+            and must learn the attributes (see `attribute_captions`).
         clip_grad: clip the global gradient norm at this value (None: no clipping).
         monitor_every: every this many epochs (0: never), log the zero-shot mean ROC-AUC of
             the PA100K sentences on the evaluation SynthPAR's test split and store it in the
@@ -402,6 +430,8 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
                          f"SynthPAR (delete the folder and run again)") from None
     if caption_mode == "all":
         captions = [[join_captions(caps)] for caps in captions]
+    elif caption_mode == "attributes":
+        captions = attribute_captions(dataset.labels[rows], dataset.attributes, seed=seed)
     size = cfg["image_resolution"]
     images = load_images(paths, size, progress=progress)  # (N, 3, S, S) uint8
     log(f"pretraining data: {len(paths)} images ({'train split' if same_as_eval else 'all'}) of "
