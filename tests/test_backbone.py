@@ -330,35 +330,31 @@ def test_joined_captions_fit_the_context_and_keep_their_order():
     tokenize([joined])  # fits CLIP's 77-token context: no ContextLengthError
 
 
-def test_attribute_captions_list_exactly_the_positive_attributes():
+def test_attribute_caption_lists_exactly_the_positive_attributes_in_label_order():
     import numpy as np
-    from parkit.backbone.pretrain import attribute_captions
+    from parkit.backbone.pretrain import attribute_caption, without_colours
     from parkit.data.synthpar import SYNTHPAR_ATTRIBUTES
-    labels = np.zeros((2, len(SYNTHPAR_ATTRIBUTES)), dtype=int)
-    for name in ("Female", "Age18-60", "Back", "boots"):
-        labels[0, SYNTHPAR_ATTRIBUTES.index(name)] = 1
-    caps = attribute_captions(labels, SYNTHPAR_ATTRIBUTES, n=3, seed=0)
-    assert len(caps) == 2 and all(len(c) == 3 for c in caps)
-    for caption in caps[0]:
-        assert caption.startswith("a pedestrian: ")
-        assert sorted(caption[len("a pedestrian: "):].split(", ")) == ["age 18 to 60", "back", "boots", "female"]
-    assert len(set(caps[0])) > 1  # shuffled orders
-    assert caps[1] == ["a pedestrian"] * 3
-    assert attribute_captions(labels, SYNTHPAR_ATTRIBUTES, seed=0) == caps  # seeded
+    row = np.zeros(len(SYNTHPAR_ATTRIBUTES), dtype=int)
+    for name in ("boots", "Back", "Female", "Age18-60"):
+        row[SYNTHPAR_ATTRIBUTES.index(name)] = 1
+    assert attribute_caption(row, SYNTHPAR_ATTRIBUTES) == "a pedestrian: female, age 18 to 60, back, boots"
+    assert attribute_caption(row * 0, SYNTHPAR_ATTRIBUTES) == "a pedestrian"
+    assert without_colours("an old man with grey hair wearing a grey coat and navy blue trousers") == \
+        "an old man with grey hair wearing a coat and trousers"
 
 
-def test_pretrain_all_captions_with_clipping_and_monitoring(tmp_path):
+def test_pretrain_attribute_captions_with_clipping_and_monitoring(tmp_path):
     from parkit.backbone.pretrain import pretrain_micro_clip
     cfg = dict(TINY, vision_layers=1, transformer_layers=1)
     logs = []
     result = pretrain_micro_clip(tmp_path / "synthpar", "", epochs=2, batch_size=8, seed=0, device="cpu",
-                                 n_images=40, data_seed=0, config=cfg, caption_mode="all", clip_grad=1.0,
+                                 n_images=40, data_seed=0, config=cfg, caption_mode="attributes", clip_grad=1.0,
                                  monitor_every=1, evaluate=False, eval_root=tmp_path / "synthpar",
                                  eval_n_images=40, eval_seed=0, progress=False, log=logs.append)
     assert [h["epoch"] for h in result["history"]] == [1, 2]
     assert all(0 <= h["zero_shot_auc"] <= 100 for h in result["history"])
     assert all("zero-shot AUC" in line for line in logs if line.startswith("epoch"))
-    assert result["meta"]["caption_mode"] == "all" and result["meta"]["clip_grad"] == 1.0
+    assert result["meta"]["caption_mode"] == "attributes" and result["meta"]["clip_grad"] == 1.0
     with pytest.raises(ValueError, match="caption_mode"):
         pretrain_micro_clip(tmp_path / "synthpar", "", caption_mode="some", config=cfg, n_images=40,
                             data_seed=0, progress=False)
@@ -390,6 +386,30 @@ def test_tampered_micro_clip_is_refused(tmp_path):
         micro.load_micro_clip(copy)
     with pytest.raises(BackboneUnavailable, match="missing"):
         micro.load_micro_clip(tmp_path / "absent.pt")
+
+
+def test_committed_micro_clip_zero_shot_is_clearly_above_chance():
+    # Recompute the stored zero-shot figures of the committed checkpoint on the evaluation SynthPAR
+    # (2000 images, seed 0: thresholds on its train split, mA on its 600 test images).
+    from parkit.backbone.pretrain import _synthpar, evaluate_zero_shot_pa100k
+    meta = micro.read_micro_checkpoint()["meta"]
+    stored = meta["zero_shot"]
+    dataset = _synthpar(micro_eval_root(stored), stored["n_images"], stored["data_seed"], False)
+    got = evaluate_zero_shot_pa100k(load_clip("micro", device="cpu"), dataset, MICRO_CONFIG["image_resolution"],
+                                    log=lambda line: None)
+    for kind in ("sentences", "phrases"):
+        assert got[kind]["mA"] == pytest.approx(stored[kind]["mA"], abs=0.02), kind
+        assert got[kind]["auc"] == pytest.approx(stored[kind]["auc"], abs=0.02), kind
+    s = got["sentences"]
+    # Clearly above chance: the shuffled-label mA sits at 50 and the observed one far beyond it.
+    assert abs(s["chance_mA"] - 50) < 1.0
+    assert s["mA"] - s["chance_mA"] > 5 * s["chance_std"] and s["p_value"] <= 0.005
+    assert s["auc"] > 55
+
+
+def micro_eval_root(stored):
+    from parkit.data.synthpar import default_synthpar_root
+    return default_synthpar_root(stored["n_images"], stored["data_seed"])
 
 
 def test_assets_readme_matches_the_checkpoint():

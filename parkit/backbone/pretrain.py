@@ -178,8 +178,13 @@ def fit_thresholds(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def zero_shot_evaluate(model: nn.Module, fit_images: torch.Tensor, fit_labels: np.ndarray,
                        test_images: torch.Tensor, test_labels: np.ndarray,
-                       sentences: Sequence[str], device: Union[str, torch.device, None] = None) -> dict:
+                       sentences: Sequence[str], device: Union[str, torch.device, None] = None,
+                       permutations: int = 200, seed: int = 0) -> dict:
     """Zero-shot mA: thresholds fitted on (fit_images, fit_labels), metrics on the test rows.
+
+    How far above chance: the same hard decisions are scored against the test label rows shuffled
+    across images (`permutations` times; whole rows, so attribute frequencies and co-occurrences
+    stay), which gives the mA of a model that knows nothing about the images.
 
     Args:
         model: a `clip.model.CLIP`.
@@ -190,7 +195,9 @@ def zero_shot_evaluate(model: nn.Module, fit_images: torch.Tensor, fit_labels: n
 
     Returns:
         {"mA", "mean_pos_recall", "mean_neg_recall", "label_mA" (A,), "auc" (mean ROC-AUC over
-        attributes, threshold-free), "thresholds" (A,)}; fractions in [0, 1].
+        attributes, threshold-free), "thresholds" (A,), "chance_mA" and "chance_std" (mean and
+        standard deviation of the mA under shuffled labels), "p_value" (share of shuffles scoring
+        at least the observed mA, (1 + count) / (1 + permutations))}; fractions in [0, 1].
     """
     from parkit.metrics import pedestrian_metrics  # noqa: PLC0415
 
@@ -199,9 +206,15 @@ def zero_shot_evaluate(model: nn.Module, fit_images: torch.Tensor, fit_labels: n
     thresholds = fit_thresholds(fit_scores, fit_labels)
     predicted = (test_scores > thresholds).astype(np.float32)  # (N, A) hard decisions
     m = pedestrian_metrics(test_labels, predicted, threshold=0.5, ignore="auto")
+    rng = np.random.default_rng(seed)
+    chance = np.array([pedestrian_metrics(np.asarray(test_labels)[rng.permutation(len(test_labels))], predicted,
+                                          threshold=0.5, ignore="auto")["mA"] for _ in range(permutations)])
     return {"mA": m["mA"], "mean_pos_recall": m["mean_pos_recall"],
             "mean_neg_recall": m["mean_neg_recall"], "label_mA": m["label_mA"],
-            "auc": mean_auc(test_scores, test_labels), "thresholds": thresholds}
+            "auc": mean_auc(test_scores, test_labels), "thresholds": thresholds,
+            "chance_mA": float(chance.mean()) if permutations else float("nan"),
+            "chance_std": float(chance.std()) if permutations else float("nan"),
+            "p_value": float((1 + (chance >= m["mA"]).sum()) / (1 + permutations))}
 
 
 def mean_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -278,28 +291,27 @@ def _full_vocabulary(small: nn.Module, keep: torch.Tensor, config: Mapping) -> n
     return model.eval()
 
 
-def attribute_captions(labels: np.ndarray, attributes: Sequence[str], n: int = 3, seed: int = 0) -> list:
-    """Per image, `n` captions listing its positive attributes in PA100K's short phrases, each in
-    its own shuffled order: [["a pedestrian: female, back, skirt and dress", ...], ...].
-
-    Args:
-        labels: (N, A) 0/1 labels.
-        attributes: the A attribute names (PA100K names; others are skipped).
-        n: captions per image.
-        seed: seed of the orders.
-    """
+def attribute_caption(labels_row: np.ndarray, attributes: Sequence[str]) -> str:
+    """One image's positive attributes in PA100K's short phrases, in label order:
+    "a pedestrian: female, age 18 to 60, back, skirt and dress, boots" (attributes that PA100K
+    does not name are skipped). Images with the same attributes get the very same caption, so the
+    contrastive loss treats them as matches rather than as negatives."""
     from parkit.attributes import get_schema  # noqa: PLC0415
 
     schema = get_schema("PA100K")
     phrase = dict(zip(schema.attributes, schema.phrases))
-    columns = [(j, phrase[a]) for j, a in enumerate(attributes) if a in phrase]
-    rng = np.random.default_rng(seed)
-    out = []
-    for row in np.asarray(labels):
-        words = [p for j, p in columns if row[j] == 1]
-        out.append(["a pedestrian: " + ", ".join(rng.permutation(words).tolist()) if words else "a pedestrian"
-                    for _ in range(n)])
-    return out
+    words = [phrase[a] for j, a in enumerate(attributes) if a in phrase and labels_row[j] == 1]
+    return "a pedestrian: " + ", ".join(words) if words else "a pedestrian"
+
+
+def without_colours(caption: str) -> str:
+    """A SynthPAR caption with its clothing colour names removed ("a black dress" -> "a dress");
+    "grey hair" (a sign of age) stays."""
+    import re  # noqa: PLC0415
+    from parkit.data.synthpar import _CLOTH  # noqa: PLC0415
+
+    pattern = r"\b(?:" + "|".join(sorted(_CLOTH, key=len, reverse=True)) + r")\s+(?!hair\b)"
+    return re.sub(r"\s+", " ", re.sub(pattern, "", caption)).strip()
 
 
 def join_captions(captions: Sequence[str], context: int = 77) -> str:
@@ -386,10 +398,10 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
             "all": with its captions joined into one longer description ("a, b, c"; as many as
             fit CLIP's 77-token context, see `join_captions`), which names more of its
             attributes and so tells it apart from more of the batch.
-            "attributes": with a list of its labelled attributes in PA100K's short phrases,
-            shuffled ("a pedestrian: back, skirt and dress, female, ..."; three orders, one drawn
-            per epoch): no colour names, so the image tower cannot match captions by colour alone
-            and must learn the attributes (see `attribute_captions`).
+            "attributes": with one of two colour-free captions, drawn per epoch: the list of its
+            labelled attributes in PA100K's short phrases (`attribute_caption`) or its captions
+            joined with the colour names removed (`without_colours`). Colour names let the loss
+            match images by colour alone while the attributes stay unlearnt.
         clip_grad: clip the global gradient norm at this value (None: no clipping).
         monitor_every: every this many epochs (0: never), log the zero-shot mean ROC-AUC of
             the PA100K sentences on the evaluation SynthPAR's test split and store it in the
@@ -431,7 +443,8 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
     if caption_mode == "all":
         captions = [[join_captions(caps)] for caps in captions]
     elif caption_mode == "attributes":
-        captions = attribute_captions(dataset.labels[rows], dataset.attributes, seed=seed)
+        captions = [[attribute_caption(dataset.labels[r], dataset.attributes),
+                     join_captions([without_colours(c) for c in caps])] for r, caps in zip(rows, captions)]
     size = cfg["image_resolution"]
     images = load_images(paths, size, progress=progress)  # (N, 3, S, S) uint8
     log(f"pretraining data: {len(paths)} images ({'train split' if same_as_eval else 'all'}) of "
@@ -551,10 +564,13 @@ def evaluate_zero_shot_pa100k(model: nn.Module, dataset, image_size: int,
     for kind, texts in (("sentences", schema.sentences), ("phrases", schema.phrases)):
         r = zero_shot_evaluate(model, fit_images, dataset.labels[train][:, columns], test_images,
                                dataset.labels[test][:, columns], [texts[i] for i in pick])
-        out[kind] = {k: round(100 * float(r[k]), 2) for k in ("mA", "auc", "mean_pos_recall", "mean_neg_recall")}
+        out[kind] = {k: round(100 * float(r[k]), 2) for k in ("mA", "auc", "mean_pos_recall", "mean_neg_recall",
+                                                              "chance_mA", "chance_std")}
+        out[kind]["p_value"] = round(float(r["p_value"]), 4)
         out[kind]["label_mA"] = [round(100 * float(v), 1) for v in r["label_mA"]]
         log(f"zero-shot on SynthPAR test ({len(test)} images, {len(names)} PA100K attributes, "
-            f"{kind}): mA {out[kind]['mA']:.2f}, AUC {out[kind]['auc']:.2f}")
+            f"{kind}): mA {out[kind]['mA']:.2f}, AUC {out[kind]['auc']:.2f}; shuffled labels "
+            f"{out[kind]['chance_mA']:.2f} +- {out[kind]['chance_std']:.2f} mA (p = {out[kind]['p_value']:.4f})")
     return out
 
 
