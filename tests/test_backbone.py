@@ -362,6 +362,25 @@ def test_pretrain_attribute_captions_with_clipping_and_monitoring(tmp_path):
 
 # --- the committed micro checkpoint -----------------------------------------------------------
 
+def test_pretrain_second_stage_starts_from_a_checkpoint(tmp_path):
+    from parkit.backbone.pretrain import pretrain_micro_clip
+    cfg = dict(TINY, vision_layers=1, transformer_layers=1)
+    common = dict(batch_size=8, seed=0, device="cpu", n_images=40, data_seed=0, evaluate=False,
+                  progress=False)
+    first = pretrain_micro_clip(tmp_path / "synthpar", tmp_path / "stage1.pt", epochs=1, config=cfg, **common)
+    logs = []
+    second = pretrain_micro_clip(tmp_path / "synthpar", tmp_path / "stage2.pt", epochs=1, caption_mode="attributes",
+                                 config=cfg, init_from=tmp_path / "stage1.pt", lr=0.0, log=logs.append, **common)
+    assert any(line.startswith("starting from") for line in logs)
+    assert second["meta"]["init_from_sha256"] == first["sha256"]
+    # lr 0: the second stage changes nothing, so its model equals the first one.
+    for got, want in zip(_outputs(second["model"]), _outputs(first["model"])):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="another configuration"):
+        pretrain_micro_clip(tmp_path / "synthpar", "", epochs=1, config=dict(cfg, embed_dim=48),
+                            init_from=tmp_path / "stage1.pt", **common)
+
+
 def test_committed_micro_clip_is_small_verified_and_fp32():
     assert micro.MICRO_CHECKPOINT.stat().st_size < 4e6  # a few MB at most, committed in git
     model = load_clip("micro", device="cpu")

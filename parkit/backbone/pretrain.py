@@ -41,10 +41,10 @@ MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 
 # Defaults of the committed checkpoint (parkit/assets/README.md records the exact command).
-DEFAULTS = dict(n_images=4000, data_seed=1, epochs=8, batch_size=32, lr=1e-3, weight_decay=0.1,
-                warmup_epochs=1.0, seed=0, eval_n_images=2000, eval_seed=0, caption_mode="one",
-                clip_grad=None, monitor_every=0)
-CAPTION_MODES = ("one", "all", "attributes")
+DEFAULTS = dict(n_images=10000, data_seed=1, epochs=16, batch_size=32, lr=1e-3, weight_decay=0.1,
+                warmup_epochs=1.0, seed=0, eval_n_images=2000, eval_seed=0, caption_mode="all",
+                clip_grad=5.0, monitor_every=0)
+CAPTION_MODES = ("one", "all", "attributes", "mixed")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -370,6 +370,7 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
                         warmup_epochs: float = DEFAULTS["warmup_epochs"],
                         caption_mode: str = DEFAULTS["caption_mode"], clip_grad: Optional[float] = DEFAULTS["clip_grad"],
                         monitor_every: int = DEFAULTS["monitor_every"],
+                        init_from: Union[str, Path, None] = None,
                         config: Optional[Mapping] = None, evaluate: bool = True,
                         eval_root: Union[str, Path, None] = None,
                         eval_n_images: int = DEFAULTS["eval_n_images"], eval_seed: int = DEFAULTS["eval_seed"],
@@ -402,7 +403,13 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
             labelled attributes in PA100K's short phrases (`attribute_caption`) or its captions
             joined with the colour names removed (`without_colours`). Colour names let the loss
             match images by colour alone while the attributes stay unlearnt.
+            "mixed": the joined captions with their colours, or the attribute list, drawn per
+            epoch: colours give the image tower a signal from the first steps, the attribute
+            list makes it learn the attributes.
         clip_grad: clip the global gradient norm at this value (None: no clipping).
+        init_from: start from this packed micro checkpoint (verified against its `.sha256`)
+            instead of random weights: a second stage with other captions. Its configuration
+            must equal `config`.
         monitor_every: every this many epochs (0: never), log the zero-shot mean ROC-AUC of
             the PA100K sentences on the evaluation SynthPAR's test split and store it in the
             history, to watch the image tower learn.
@@ -442,6 +449,9 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
                          f"SynthPAR (delete the folder and run again)") from None
     if caption_mode == "all":
         captions = [[join_captions(caps)] for caps in captions]
+    elif caption_mode == "mixed":
+        captions = [[join_captions(caps), attribute_caption(dataset.labels[r], dataset.attributes)]
+                    for r, caps in zip(rows, captions)]
     elif caption_mode == "attributes":
         captions = [[attribute_caption(dataset.labels[r], dataset.attributes),
                      join_captions([without_colours(c) for c in caps])] for r, caps in zip(rows, captions)]
@@ -465,7 +475,21 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
     lookup[keep] = torch.arange(keep.numel())
     tokens_all = lookup[tokens_all[:, :used]]  # (C, used) ids in 0..K-1
 
-    model = build_clip(dict(cfg, vocab_size=int(keep.numel())), seed=seed).to(device).train()
+    model = build_clip(dict(cfg, vocab_size=int(keep.numel())), seed=seed)
+    init_digest = None
+    if init_from is not None:
+        from parkit.backbone.micro import read_micro_checkpoint  # noqa: PLC0415
+        from parkit.backbone.loading import sha256_file  # noqa: PLC0415
+
+        state, init_cfg = unpack_micro_checkpoint(read_micro_checkpoint(init_from), source=str(init_from))
+        if dict(init_cfg) != cfg:
+            raise ValueError(f"{init_from} was built with another configuration ({dict(init_cfg)}) than this "
+                             f"run ({cfg}); start from random weights or pass its config")
+        state["token_embedding.weight"] = state["token_embedding.weight"][keep]  # (K, width), packed rows
+        model.load_state_dict(state)
+        init_digest = sha256_file(init_from)
+        log(f"starting from {init_from} (sha256 {init_digest[:12]}...)")
+    model = model.to(device).train()
     optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
     steps_per_epoch = len(paths) // batch_size  # drop_last: the InfoNCE batch size stays fixed
     if steps_per_epoch == 0:
@@ -518,7 +542,7 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
     meta = {"data": "SynthPAR", "n_images": len(dataset), "pretrain_images": len(paths),
             "data_seed": data_seed, "epochs": epochs, "batch_size": batch_size, "seed": seed, "lr": lr,
             "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "caption_mode": caption_mode,
-            "clip_grad": clip_grad, "normalization": "official",
+            "clip_grad": clip_grad, "init_from_sha256": init_digest, "normalization": "official",
             "mean": list(MEAN), "std": list(STD), "final_loss": history[-1]["loss"],
             "kept_tokens": int(keep.numel()), "train_seconds": round(time.time() - t_start, 1)}
     # The model exactly as it will load: fp16 rounding and the pruned vocabulary applied.
@@ -620,6 +644,8 @@ def main_pretrain(argv: Optional[Sequence[str]] = None) -> dict:
                    help="clip the gradient norm at this value (default: no clipping)")
     p.add_argument("--monitor-every", type=int, default=DEFAULTS["monitor_every"],
                    help="log the zero-shot AUC on the evaluation split every N epochs (default: never)")
+    p.add_argument("--init", default=None,
+                   help="start from this packed micro checkpoint (a second stage) instead of random weights")
     a = p.parse_args(argv)
     if a.threads is not None:
         torch.set_num_threads(a.threads)
@@ -627,6 +653,7 @@ def main_pretrain(argv: Optional[Sequence[str]] = None) -> dict:
                                  device=a.device, n_images=a.n_images, data_seed=a.data_seed, lr=a.lr,
                                  weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
                                  caption_mode=a.captions, clip_grad=a.clip_grad, monitor_every=a.monitor_every,
+                                 init_from=a.init,
                                  evaluate=not a.no_eval, eval_root=a.eval_root,
                                  eval_n_images=a.eval_n_images, eval_seed=a.eval_seed)
     result.pop("model")
