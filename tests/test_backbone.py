@@ -190,6 +190,10 @@ def test_cache_dir_defaults_to_env(monkeypatch, tmp_path):
     monkeypatch.setenv("PARKIT_CLIP_CACHE", str(tmp_path / "envcache"))
     with pytest.raises(BackboneUnavailable, match="envcache/ViT-L-14.pt"):
         load_clip("ViT-L/14", device="cpu")
+    # A cache under the home folder is shown as ~/..., so notebook outputs carry no user paths.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(BackboneUnavailable, match=r"~/envcache/ViT-L-14\.pt"):
+        load_clip("ViT-L/14", device="cpu")
 
 
 def test_cached_file_is_used_offline_and_checked(monkeypatch, tiny, tmp_path):

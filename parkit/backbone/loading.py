@@ -362,12 +362,20 @@ def _verify_sha256(path: Path, expected: str, what: str) -> None:
             f"corrupt, truncated or a different model: delete it and download it again.")
 
 
+def _home_relative(path: Path) -> str:
+    """`path` with the user's home folder written as "~" (shorter, and shareable in notebooks)."""
+    try:
+        return str(Path("~") / Path(path).relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
 def _offline_message(key: str, cache_dir: Path, reason: str) -> str:
     filename, checksum = openai_file_info(key)
     return (
         f"OpenAI CLIP {key!r} is not in the cache and cannot be downloaded here ({reason}).\n"
         f"  1. On a machine with internet access download\n       {openai_url(key)}\n"
-        f"  2. Put it at\n       {cache_dir / filename}\n"
+        f"  2. Put it at\n       {_home_relative(cache_dir / filename)}\n"
         f"     (or set PARKIT_CLIP_CACHE, or pass cache_dir=..., to use another folder holding "
         f"{filename}); its SHA-256 must be {checksum}.\n"
         f"  3. Or pass the file itself: load_clip('/path/to/{filename}').\n"
