@@ -2,7 +2,8 @@
 
 What this module owns:
 - `pretrain_micro_clip(...)`: symmetric InfoNCE between letterboxed SynthPAR images and their
-  captions (one caption per image drawn each epoch), AdamW, warm-up + cosine learning rate,
+  captions (free text, joined or one drawn per epoch, or colour-free attribute lists for a second
+  stage started from a checkpoint), AdamW, warm-up + cosine learning rate,
   seeded, with a tqdm progress bar; it writes the packed checkpoint of `parkit.backbone.micro`
   and its `.sha256`. `main_pretrain(argv)` is the command line (`python -m parkit
   pretrain-backbone`).
@@ -44,7 +45,7 @@ STD = (0.5, 0.5, 0.5)
 DEFAULTS = dict(n_images=10000, data_seed=1, epochs=16, batch_size=32, lr=1e-3, weight_decay=0.1,
                 warmup_epochs=1.0, seed=0, eval_n_images=2000, eval_seed=0, caption_mode="all",
                 clip_grad=5.0, monitor_every=0)
-CAPTION_MODES = ("one", "all", "attributes", "mixed")
+CAPTION_MODES = ("one", "all", "attributes")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -402,10 +403,8 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
             "attributes": with one of two colour-free captions, drawn per epoch: the list of its
             labelled attributes in PA100K's short phrases (`attribute_caption`) or its captions
             joined with the colour names removed (`without_colours`). Colour names let the loss
-            match images by colour alone while the attributes stay unlearnt.
-            "mixed": the joined captions with their colours, or the attribute list, drawn per
-            epoch: colours give the image tower a signal from the first steps, the attribute
-            list makes it learn the attributes.
+            match images by colour alone while the attributes stay unlearnt. From random weights
+            this mode gives no signal to start from; use it as a second stage (`init_from`).
         clip_grad: clip the global gradient norm at this value (None: no clipping).
         init_from: start from this packed micro checkpoint (verified against its `.sha256`)
             instead of random weights: a second stage with other captions. Its configuration
@@ -449,9 +448,6 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
                          f"SynthPAR (delete the folder and run again)") from None
     if caption_mode == "all":
         captions = [[join_captions(caps)] for caps in captions]
-    elif caption_mode == "mixed":
-        captions = [[join_captions(caps), attribute_caption(dataset.labels[r], dataset.attributes)]
-                    for r, caps in zip(rows, captions)]
     elif caption_mode == "attributes":
         captions = [[attribute_caption(dataset.labels[r], dataset.attributes),
                      join_captions([without_colours(c) for c in caps])] for r, caps in zip(rows, captions)]
