@@ -104,7 +104,8 @@ def vocabulary_sentences(captions: Iterable[str] = ()) -> list:
 
 @torch.no_grad()
 def zero_shot_scores(model: nn.Module, images: torch.Tensor, sentences: Sequence[str],
-                     batch_size: int = 256, device: Union[str, torch.device, None] = None) -> torch.Tensor:
+                     batch_size: int = 256, device: Union[str, torch.device, None] = None,
+                     tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Cosine similarity of every image with every sentence: the zero-shot attribute score.
 
     Args:
@@ -114,15 +115,19 @@ def zero_shot_scores(model: nn.Module, images: torch.Tensor, sentences: Sequence
         sentences: A attribute sentences.
         batch_size: images per forward pass.
         device: where to compute (default: the model's device).
+        tokens: (A, L) the sentences already turned into the model's token ids (a model trained in
+            a packed vocabulary); default: `tokenize(sentences)`.
 
     Returns:
         (N, A) float32 on the CPU, values in [-1, 1].
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    warn_unknown_words(model, sentences)
+    if tokens is None:
+        warn_unknown_words(model, sentences)
+        tokens = tokenize(sentences)
     was_training = model.training
     model.eval()
-    text = F.normalize(model.encode_text(tokenize(sentences).to(device)).float(), dim=-1)  # (A, E)
+    text = F.normalize(model.encode_text(tokens.to(device)).float(), dim=-1)  # (A, E)
     out = []
     for start in range(0, images.shape[0], batch_size):
         chunk = images[start:start + batch_size]
@@ -330,31 +335,36 @@ def join_captions(captions: Sequence[str], context: int = 77) -> str:
     return out
 
 
+def _pa100k_columns(dataset) -> tuple:
+    """(label columns, their attribute names, their PA100K sentences, their PA100K phrases) of the
+    dataset's attributes that PA100K names."""
+    from parkit.attributes import get_schema  # noqa: PLC0415
+
+    schema = get_schema("PA100K")
+    columns = [dataset.attributes.index(a) for a in schema.attributes if a in dataset.attributes]
+    if not columns:
+        raise ValueError(f"SynthPAR attributes {dataset.attributes[:5]}... share no name with PA100K")
+    names = [dataset.attributes[c] for c in columns]
+    pick = [schema.attributes.index(a) for a in names]
+    return columns, names, [schema.sentences[i] for i in pick], [schema.phrases[i] for i in pick]
+
+
 class _Monitor:
     """Zero-shot mean ROC-AUC (percent) of the PA100K sentences on a SynthPAR test split, computed
     on the model being trained (packed vocabulary: `lookup` maps CLIP ids to its rows)."""
 
     def __init__(self, dataset, image_size: int, lookup: torch.Tensor, device: torch.device):
-        from parkit.attributes import get_schema  # noqa: PLC0415
-
-        schema = get_schema("PA100K")
-        columns = [dataset.attributes.index(a) for a in schema.attributes if a in dataset.attributes]
-        names = [dataset.attributes[c] for c in columns]
+        columns, _, self.sentences, _ = _pa100k_columns(dataset)
         test = dataset.splits["test"]
         self.images = load_images([dataset.image_paths[i] for i in test], image_size)  # (N, 3, S, S)
         self.labels = dataset.labels[test][:, columns]
-        tokens = tokenize([schema.sentences[schema.attributes.index(a)] for a in names])
-        self.tokens = lookup[tokens[:, :int((tokens != 0).sum(1).max())]].to(device)
+        tokens = tokenize(self.sentences)
+        self.tokens = lookup[tokens[:, :int((tokens != 0).sum(1).max())]]
         self.device = device
 
-    @torch.no_grad()
     def __call__(self, model: nn.Module) -> float:
-        model.eval()
-        text = F.normalize(model.encode_text(self.tokens).float(), dim=-1)  # (A, E)
-        feats = [F.normalize(model.encode_image(normalize(self.images[i:i + 256], self.device)).float(), dim=-1)
-                 for i in range(0, len(self.images), 256)]
-        model.train()
-        return round(100 * mean_auc((torch.cat(feats) @ text.T).cpu().numpy(), self.labels), 2)
+        scores = zero_shot_scores(model, self.images, self.sentences, device=self.device, tokens=self.tokens)
+        return round(100 * mean_auc(scores.numpy(), self.labels), 2)
 
 
 def _synthpar(root, n_images: int, seed: int, progress: bool = True):
@@ -569,21 +579,14 @@ def evaluate_zero_shot_pa100k(model: nn.Module, dataset, image_size: int,
         {"sentences": {...}, "phrases": {...}} with "mA", "auc", "mean_pos_recall",
         "mean_neg_recall" in percent, and "attributes" (the PA100K names evaluated).
     """
-    from parkit.attributes import get_schema  # noqa: PLC0415
-
-    schema = get_schema("PA100K")
-    columns = [dataset.attributes.index(a) for a in schema.attributes if a in dataset.attributes]
-    names = [dataset.attributes[c] for c in columns]
-    pick = [schema.attributes.index(a) for a in names]
-    if not columns:
-        raise ValueError(f"SynthPAR attributes {dataset.attributes[:5]}... share no name with PA100K")
+    columns, names, sentences, phrases = _pa100k_columns(dataset)
     train, test = dataset.splits["train"], dataset.splits["test"]
     fit_images = load_images([dataset.image_paths[i] for i in train], image_size)
     test_images = load_images([dataset.image_paths[i] for i in test], image_size)
     out = {"attributes": names}
-    for kind, texts in (("sentences", schema.sentences), ("phrases", schema.phrases)):
+    for kind, texts in (("sentences", sentences), ("phrases", phrases)):
         r = zero_shot_evaluate(model, fit_images, dataset.labels[train][:, columns], test_images,
-                               dataset.labels[test][:, columns], [texts[i] for i in pick])
+                               dataset.labels[test][:, columns], texts)
         out[kind] = {k: round(100 * float(r[k]), 2) for k in ("mA", "auc", "mean_pos_recall", "mean_neg_recall",
                                                               "chance_mA", "chance_std")}
         out[kind]["p_value"] = round(float(r["p_value"]), 4)
