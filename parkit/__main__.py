@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--threshold", type=float, default=0.45)
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--device", default=None)
+    r.add_argument("--compile", action="store_true",
+                   help="compile the model with torch.compile (inductor, frozen weights) first: "
+                        "faster on many images, tens of seconds to build")
 
     sub.add_parser("pretrain-backbone", add_help=False,
                    help="pretrain the compact micro CLIP (options: pretrain-backbone --help)")
@@ -166,7 +169,8 @@ def _cmd_predict(a) -> int:
     from parkit.train import predict
     from parkit.train.inference import predictions_to_json
 
-    df = predict(a.checkpoint, a.images, threshold=a.threshold, batch_size=a.batch_size, device=a.device)
+    df = predict(a.checkpoint, a.images, threshold=a.threshold, batch_size=a.batch_size, device=a.device,
+                 compile=a.compile)
     for s in df.attrs["skipped"]:
         print(f"skipped {s['image']}: {s['error']}", file=sys.stderr)
     if a.out is None:

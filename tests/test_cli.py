@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -76,6 +77,19 @@ def test_predict_command_csv_and_json(trained, synth, tmp_path, capsys):
     assert preds["threshold"] == 0.0 and len(preds["predictions"]) == 2
     first = next(iter(preds["predictions"].values()))
     assert len(first["attributes"]) == 26  # threshold 0: every attribute is predicted
+
+
+def test_predict_command_compile_gives_the_eager_probabilities(trained, synth, tmp_path):
+    images = sorted((Path(synth) / "images").glob("*.png"))[:3]
+    outs = {}
+    for flags in ([], ["--compile"]):
+        out = tmp_path / f"preds{len(flags)}.csv"
+        assert main(["predict", *map(str, images), "--checkpoint", str(trained / "best.pt"), "--out",
+                     str(out), "--device", "cpu", "--batch-size", "2", *flags]) == 0
+        outs[bool(flags)] = pd.read_csv(out)
+    assert list(outs[True]["image"]) == list(outs[False]["image"])
+    np.testing.assert_allclose(outs[True].iloc[:, 1:-1].to_numpy(float), outs[False].iloc[:, 1:-1].to_numpy(float),
+                               rtol=1e-4, atol=1e-6)
 
 
 def test_errors_are_one_line_messages(tmp_path, capsys):

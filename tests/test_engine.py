@@ -341,3 +341,54 @@ def test_predict_skips_unreadable_images_and_uses_test_transform(tiny_ds, tmp_pa
     np.testing.assert_allclose(df.loc[1, ATTRS].to_numpy(dtype=float), p, rtol=1e-5)
     expected = ";".join(a for a, v in zip(ATTRS, p) if v > 0.45)
     assert df.loc[1, "positive"] == expected
+
+
+def _three_images(tiny_ds, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.open(tiny_ds.image_paths[i]).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_predict_compiled_matches_eager_with_one_padded_shape(tiny_ds, tmp_path, monkeypatch):
+    from parkit.train import inference
+
+    folder = _three_images(tiny_ds, tmp_path)
+    model = tiny_model().eval()
+    eager = predict(model, [folder], device="cpu", batch_size=2)
+    shapes, builds = [], []
+    real = inference.compile_for_inference
+
+    def spy(net, example):
+        builds.append(tuple(example.shape))
+        compiled = real(net, example)
+
+        def recorded(x):
+            shapes.append(tuple(x.shape))
+            return compiled(x)
+        return recorded
+
+    monkeypatch.setattr(inference, "compile_for_inference", spy)
+    fast = predict(model, [folder], device="cpu", batch_size=2, compile=True)
+    assert builds == [(2, 3, 16, 16)]           # compiled once
+    assert shapes == [(2, 3, 16, 16)] * 2       # the last batch of one image was padded to two
+    assert list(fast["image"]) == list(eager["image"])
+    np.testing.assert_allclose(fast[ATTRS].to_numpy(float), eager[ATTRS].to_numpy(float), rtol=1e-5, atol=1e-6)
+    assert list(fast["positive"]) == list(eager["positive"])
+
+
+def test_predict_goes_on_eagerly_when_compile_fails(tiny_ds, tmp_path, monkeypatch):
+    folder = _three_images(tiny_ds, tmp_path)
+    model = tiny_model().eval()
+    eager = predict(model, [folder], device="cpu", batch_size=2)
+
+    def broken(*args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(RuntimeWarning, match="torch.compile could not build TinyPAR.*C\\+\\+ compiler"):
+        df = predict(model, [folder], device="cpu", batch_size=2, compile=True)
+    np.testing.assert_allclose(df[ATTRS].to_numpy(float), eager[ATTRS].to_numpy(float), rtol=1e-6)

@@ -519,3 +519,22 @@ def test_create_model_rejects_unknown_and_ill_typed_overrides():
     with pytest.raises(ConfigError, match="vis_prompt must be int"):
         create_model("promptpar-micro", SENTENCES, pretrained=False, device="cpu", vis_prompt="10")
     assert "promptpar-micro" in list_presets()
+
+
+def test_compiled_inference_model_gives_the_eager_outputs():
+    # torch.compile with inductor freezing (parkit.train.inference.compile_for_inference): the
+    # text cache, stripe mask, prompt-skipping layers and BN must all survive compilation.
+    from parkit.train.inference import compile_for_inference
+
+    model = build(seed=3).eval()
+    with torch.no_grad():
+        model.fusion.bn.running_mean.uniform_(-0.5, 0.5)
+        model.fusion.bn.running_var.uniform_(0.5, 2.0)
+    x = images(4, seed=2)
+    with torch.inference_mode():
+        eager = model(x).logits
+        compiled = compile_for_inference(model, x)
+        out = compiled(x).logits
+        other = images(4, seed=5)
+        torch.testing.assert_close(compiled(other).logits, model(other).logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-5)
