@@ -30,6 +30,7 @@ from common import log, median  # noqa: E402
 
 SWEEP_DATASETS = (("PA100K", 26), ("PETA", 35), ("RAPv1", 51), ("RAPv2", 54))
 BF16 = "parkit, bf16 autocast"
+COMPILED = "parkit, torch.compile"
 
 
 def _ints(text: str) -> List[int]:
@@ -52,6 +53,29 @@ def compare(fns: Dict[str, object], reps: int, unit_batch: int = 0) -> Dict[str,
         if unit_batch:
             out[name]["images_per_s"] = unit_batch / med
     return out
+
+
+def compiled_infer_fn(model, batch: int, result: dict):
+    """parkit's inference through `compile_for_inference`, built here (compile time and the largest
+    logit difference to eager inference go into `result["compile"]`)."""
+    import torch
+
+    from parkit.train.inference import compile_for_inference
+
+    x = common.images_for(model, batch)
+    holder = {}
+    seconds = common.timed(lambda: holder.update(net=compile_for_inference(model, x)))
+    compiled = holder["net"]
+    with torch.inference_mode():
+        diff = float((compiled(x).logits - model(x).logits).abs().max())
+    result.setdefault("compile", {})[str(batch)] = {"compile_s": seconds, "max_logit_diff": diff}
+    log(f"  compiled for batch {batch} in {seconds:.0f} s, max |compiled - eager| logit {diff:.1e}")
+
+    def run():
+        with torch.inference_mode():
+            return compiled(x).logits
+
+    return run
 
 
 def train_variants(model, ref, batch: int, bf16: bool = False) -> Dict[str, object]:
@@ -222,6 +246,10 @@ def main(argv=None) -> int:
                    help="also time parkit's inference under CPU bf16 autocast (separately, after fp32)")
     p.add_argument("--bf16-train", action="store_true", help="also time parkit's training step under bf16 autocast")
     p.add_argument("--bf16-batches", default="", help="batch sizes for --bf16-infer (default: all)")
+    p.add_argument("--compile-infer", action="store_true",
+                   help="also time parkit's inference through parkit.train.inference.compile_for_inference "
+                        "(torch.compile, inductor with frozen weights; fp32)")
+    p.add_argument("--compile-batches", default="", help="batch sizes for --compile-infer (default: all)")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -270,6 +298,8 @@ def main(argv=None) -> int:
             # state, so alternating with the fp32 calls would recompute the text every time.
             bf16 = {BF16: common.infer_fn(model, b, bf16=True)}
             row["variants"].update(compare(bf16, r, b))
+        if args.compile_infer and b in (_ints(args.compile_batches) or batches):
+            row["variants"].update(compare({COMPILED: compiled_infer_fn(model, b, result)}, r, b))
         result["infer"].append(row)
         for k, v in row["variants"].items():
             log(f"  {k}: {v['images_per_s']:.2f} img/s, peak {v['peak_mib']:.0f} MiB")

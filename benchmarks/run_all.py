@@ -30,6 +30,7 @@ import common  # noqa: E402
 from common import fmt_mib, fmt_rate, fmt_s, fmt_x, table  # noqa: E402
 
 BF16 = "parkit, bf16 autocast"
+COMPILED = "parkit, torch.compile"
 STEPS = ("sizes", "micro", "vitb16", "vitb16x", "vitl14")
 # Parts of the B/16 measurements that run in a second worker (so that a loaded machine cannot make
 # one worker run past its budget); merged into "vitb16" for the report.
@@ -69,6 +70,9 @@ def render_preset(r: dict, memory_label: str = "peak RSS") -> str:
     notes = []
     if "max_logit_diff" in r:
         notes.append(f"max |parkit - reference| logit difference (eval, batch 2): {r['max_logit_diff']:.1e}")
+    for b, c in sorted(r.get("compile", {}).items(), key=lambda kv: int(kv[0])):
+        notes.append(f"torch.compile at batch {b}: built in {c['compile_s']:.0f} s, max |compiled - eager| logit "
+                     f"{c['max_logit_diff']:.1e}")
     if "bf16_max_logit_diff" in r:
         notes.append(f"bf16 autocast vs fp32, max |logit difference| (batch 2): {r['bf16_max_logit_diff']:.1e}")
     if "build_s" in r:
@@ -214,8 +218,12 @@ def render_analysis(res: Dict[str, dict]) -> str:
                 "the gain falls with the batch ("
                 + ", ".join(f"{g:.2f}x at batch {b}" for b, g in gains.items()) + "). Caching alone cannot reach "
                 "2x at batch 16 in fp32 here"
-                + (f"; bf16 autocast does ({bf['images_per_s'] / rows[16]['reference']['images_per_s']:.2f}x)."
-                   if bf else "."))
+                + (f"; bf16 autocast does ({bf['images_per_s'] / rows[16]['reference']['images_per_s']:.2f}x)"
+                   if bf else "")
+                + (f"; in fp32, torch.compile with frozen weights (`predict(..., compile=True)`, "
+                   f"`python -m parkit predict --compile`) reaches "
+                   f"{rows[16][COMPILED]['images_per_s'] / rows[16]['reference']['images_per_s']:.2f}x"
+                   if COMPILED in rows[16] else "") + ".")
     return ("**Reading the breakdowns.**\n\n" + "\n".join(out) + "\n") if out else ""
 
 
@@ -337,7 +345,7 @@ def render_targets(res: Dict[str, dict]) -> str:
         for row in r.get("infer", []):
             if row["batch"] == 16:
                 v = row["variants"]
-                for name in ("parkit", BF16):
+                for name in ("parkit", COMPILED, BF16):
                     if name in v:
                         x = v[name]["images_per_s"] / v["reference"]["images_per_s"]
                         rows.append([f"{r['preset']} inference at batch 16 (text cache) ÷ reference ({name})",
@@ -475,12 +483,13 @@ def main(argv=None) -> int:
             "--reps", "3" if q else "5", "--breakdown",
             "--sweeps", "attributes,prompt,batch", "--sweep-train-batch", "8", "--sweep-infer-batch", "16",
             "--sweep-train-batches", "2,8,32", "--sweep-infer-batches", "1,4,16,64",
-            *([] if q else ["--onnx-batches", "1,16"])], 300)
+            *([] if q else ["--onnx-batches", "1,16", "--compile-infer", "--compile-batches", "16"])], 300)
     if "vitb16" in only:
         run("vitb16", "bench_model.py", [
             "--preset", "promptpar-vitb16", "--train-batch", "8", "--infer-batches", "1,16,64",
             "--reps", "2", "--infer-reps", "3,2,1",
-            *([] if q else ["--bf16-train", "--bf16-infer", "--bf16-batches", "1,16"])],
+            *([] if q else ["--bf16-train", "--bf16-infer", "--bf16-batches", "1,16",
+                            "--compile-infer", "--compile-batches", "16"])],
             900)
     if "vitb16x" in only:
         run("vitb16x", "bench_model.py", [
