@@ -140,3 +140,12 @@ def test_every_preset_field_is_a_config_field():
     valid = set(field_names())
     for name, (_, fields) in PRESETS.items():
         assert set(fields) <= valid, name
+
+
+def test_every_micro_preset_uses_the_normalisation_the_micro_clip_was_pretrained_with():
+    from parkit.backbone import pretrain
+
+    micro = [name for name in PRESETS if preset_config(name).backbone == "micro"]
+    assert "zeroshot-clip-micro" in micro and "promptpar-micro" in micro
+    for name in micro:
+        assert preset_config(name).normalization_stats == (pretrain.MEAN, pretrain.STD), name

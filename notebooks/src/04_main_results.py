@@ -42,6 +42,16 @@ save_table(results, RES / "04_main_results_summary")
 display(Markdown(f"**This run** ({dataset.name}, profile `{profile.name}`)\n\n" + to_markdown(results)))
 
 # %% [markdown]
+# **Reading the table on the compact CLIP (smoke and demo profiles).** The compact CLIP was
+# pretrained contrastively on SynthPAR captions that name these very attributes, so its frozen
+# image embedding already encodes them well: the linear probe reads that embedding directly,
+# whereas PromptPAR reaches it only through the frozen MM-former, whose text
+# tokens must learn from about a thousand images in a few epochs which visual tokens to attend to.
+# Do not expect the paper's ranking here. In the paper's setting (CLIP pretrained on web images,
+# real pedestrian crops), the frozen embedding is not aligned with PAR attributes, and prompts and
+# fusion are what lift PromptPAR above the probe (Tables I-III); the `paper` profile measures that.
+
+# %% [markdown]
 # ## The paper's numbers
 # Source: PromptPAR (TCSVT 2024) as quoted by secondary sources collected in the method reference
 # (spec §13.1); Acc/Prec/Rec of PromptPAR are unverified recollections, marked with `*`. Baselines as

@@ -408,8 +408,10 @@ PRESETS: Dict[str, tuple] = {
                        dict(_MICRO, use_div=False, use_vismask=False, use_gl=False)),
     "zeroshot-clip": ("Zero-shot CLIP (sentence similarity), ViT-L/14",
                       dict(_BASELINE_OFF, kind="zeroshot", normalization="clip")),
+    # The micro CLIP is pretrained on images normalised with mean = std = 0.5 (parkit.backbone.pretrain),
+    # so its zero-shot preset keeps that normalisation; OpenAI's CLIPs were trained with CLIP's own.
     "zeroshot-clip-micro": ("Zero-shot CLIP on the micro CLIP",
-                            dict(_BASELINE_OFF, kind="zeroshot", normalization="clip", backbone="micro")),
+                            dict(_BASELINE_OFF, kind="zeroshot", normalization="official", backbone="micro")),
     "linear-probe": ("Linear probe on frozen CLIP ViT-L/14 features",
                      dict(_BASELINE_OFF, kind="linear_probe")),
     "linear-probe-micro": ("Linear probe on the micro CLIP",
