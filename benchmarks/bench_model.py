@@ -46,7 +46,8 @@ def compare(fns: Dict[str, object], reps: int, unit_batch: int = 0) -> Dict[str,
     out: Dict[str, dict] = {}
     for name, fn in fns.items():
         out[name] = common.measure_peak(fn)  # the warm-up run (fills parkit's text cache)
-    times = common.interleaved(fns, reps)
+    # reps = 0: the warm-up call is the measurement (calls of a minute or more, e.g. ViT-L/14 at batch 64)
+    times = common.interleaved(fns, reps) if reps else {name: [out[name]["seconds"]] for name in fns}
     for name in fns:
         med = median(times[name])
         out[name].update(times=times[name], median_s=med)
@@ -231,7 +232,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-batch", type=int, default=8)
     p.add_argument("--infer-batches", default="1,16,64")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions per variant (after a warm-up)")
-    p.add_argument("--infer-reps", default="", help="per-batch repetitions, e.g. 5,3,2 (default --reps)")
+    p.add_argument("--infer-reps", default="",
+                   help="per-batch repetitions, e.g. 5,3,2 (default --reps); 0 = time the warm-up call itself")
     p.add_argument("--breakdown", action="store_true", help="per-component times of parkit's training step")
     p.add_argument("--profile", action="store_true", help="torch.profiler table of one parkit training step")
     p.add_argument("--sweeps", default="", help="comma list of attributes,prompt,batch")
