@@ -26,11 +26,9 @@ from typing import Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import log, median  # noqa: E402
+from common import BF16, COMPILED, log, median  # noqa: E402
 
 SWEEP_DATASETS = (("PA100K", 26), ("PETA", 35), ("RAPv1", 51), ("RAPv2", 54))
-BF16 = "parkit, bf16 autocast"
-COMPILED = "parkit, torch.compile"
 
 
 def _ints(text: str) -> List[int]:

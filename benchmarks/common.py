@@ -30,6 +30,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORK = HERE / "_work"  # raw JSON of the last run (git-ignored)
 RESULTS = HERE / "RESULTS.md"
+# Labels of parkit's extra variants in the workers' JSON and in the report.
+BF16 = "parkit, bf16 autocast"
+COMPILED = "parkit, torch.compile"
 
 # Fixed mmap threshold (disables glibc's dynamic raise of it): every allocation >= 1 MiB is its own
 # mapping, returned to the OS when freed, so per-phase RSS peaks are meaningful.

@@ -27,10 +27,8 @@ from typing import Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import fmt_mib, fmt_rate, fmt_s, fmt_x, table  # noqa: E402
+from common import BF16, COMPILED, fmt_mib, fmt_rate, fmt_s, fmt_x, table  # noqa: E402
 
-BF16 = "parkit, bf16 autocast"
-COMPILED = "parkit, torch.compile"
 STEPS = ("sizes", "micro", "vitb16", "vitb16x", "vitl14", "vitl14i")
 # Parts of the B/16 measurements that run in a second worker (so that a loaded machine cannot make
 # one worker run past its budget); merged into "vitb16" for the report.
