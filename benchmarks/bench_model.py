@@ -69,12 +69,7 @@ def compiled_infer_fn(model, batch: int, result: dict):
         diff = float((compiled(x).logits - model(x).logits).abs().max())
     result.setdefault("compile", {})[str(batch)] = {"compile_s": seconds, "max_logit_diff": diff}
     log(f"  compiled for batch {batch} in {seconds:.0f} s, max |compiled - eager| logit {diff:.1e}")
-
-    def run():
-        with torch.inference_mode():
-            return compiled(x).logits
-
-    return run
+    return common.infer_fn(compiled, batch)  # the same images as `x` (images_for's default seed)
 
 
 def train_variants(model, ref, batch: int, bf16: bool = False) -> Dict[str, object]:
