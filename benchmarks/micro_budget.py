@@ -16,10 +16,13 @@ PromptPAR / fine-tuning / the probe, so the default grid takes about 35 minutes.
 Usage:
 
     python benchmarks/micro_budget.py [--epochs 6 24] [--seeds 0 1 2]
+    python benchmarks/micro_budget.py --presets promptpar-micro:use_mm_former=false \
+        --output benchmarks/results/micro_budget_linear_fusion.md
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -30,13 +33,29 @@ OUT = REPO / "benchmarks" / "results" / "micro_budget.md"
 PRESETS = ("promptpar-micro", "linear-probe-micro", "finetune-micro")
 
 
-def train_once(preset: str, dataset, epochs: int, seed: int, batch_size: int) -> tuple:
+def parse_preset(spec: str) -> tuple:
+    """"name" or "name:key=value,key=value" (model overrides, values as JSON) -> (name, overrides)."""
+    name, _, rest = spec.partition(":")
+    overrides = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bad preset override {item!r} in {spec!r}; write key=value")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return name, overrides
+
+
+def train_once(spec: str, dataset, epochs: int, seed: int, batch_size: int) -> tuple:
     """Train one model with parkit.train; returns (test mA in %, best epoch, seconds)."""
     from parkit.model import create_model
     from parkit.train import train
 
+    preset, overrides = parse_preset(spec)
     model = create_model(preset, attributes=list(dataset.attributes), sentences=list(dataset.sentences),
-                         device="cpu")
+                         device="cpu", **overrides)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         result = train(model, dataset, epochs=epochs, batch_size=batch_size, seed=seed, out_dir=out,
@@ -49,7 +68,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, nargs="+", default=[6, 24])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--presets", nargs="+", default=list(PRESETS))
+    p.add_argument("--presets", nargs="+", default=list(PRESETS),
+                   help='presets, optionally with model overrides: "promptpar-micro:use_mm_former=false"')
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output", default=str(OUT))
     args = p.parse_args(argv)
