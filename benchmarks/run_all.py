@@ -460,8 +460,11 @@ NOTES = """- Timings are medians of interleaved repetitions (parkit, reference, 
 - parkit's inference uses its text cache (computed in the warm-up call); the reference recomputes
   the text features at every call, as the official code does.
 - Random weights make every figure independent of the checkpoint; no pretrained file is read.
-- GPU: `benchmarks/bench_gpu.py` (bf16 autocast, larger batches, optional `--compile`) is ready and
-  checked with `--dry-run` on the CPU, but has not been run on a GPU (none here).
+- GPU: `benchmarks/bench_gpu.py` (bf16 autocast, larger batches, optional `--compile`) ran once on an
+  NVIDIA H200 (`results/bench_gpu_h200.md`: training step 0.24x / 0.60x / 0.67x the reference's time
+  for micro / B/16 / L/14, inference at the largest batch 5.01x / 2.08x / 1.89x the reference's
+  images/s); `gpu_train_check.py` covers training, evaluation and resume on CUDA
+  (`results/gpu_train_check.md`).
 """
 
 
