@@ -339,6 +339,14 @@ def write_json(path: Optional[str], data: dict) -> None:
         Path(path).write_text(json.dumps(data, indent=1, default=str))
 
 
+def write_markdown(path, lines: Sequence[str]) -> None:
+    """Write a report's lines as a Markdown file (creating its folder) and say where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A Markdown table."""
     def cell(c) -> str:

@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
+
 
 
 def main(argv=None) -> int:
@@ -128,9 +132,7 @@ def main(argv=None) -> int:
              "| preset | epochs | test mA | best epoch | seconds |", "|---|---|---|---|---|"]
     lines += [f"| {p} | {e} | {ma:.2f} | {b} | {s:.0f} |" for p, e, ma, b, s in rows]
     lines += [""] + [f"- {n}" for n in notes]
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.output}")
+    common.write_markdown(args.output, lines)
     return 0
 
 

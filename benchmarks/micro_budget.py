@@ -29,6 +29,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
+
 OUT = REPO / "benchmarks" / "results" / "micro_budget.md"
 PRESETS = ("promptpar-micro", "linear-probe-micro", "finetune-micro")
 
@@ -107,9 +111,7 @@ def main(argv=None) -> int:
                      f"{sum(r[3] for r in rows) / len(rows) / 60:.1f} |")
     lines += ["", "For the frozen embedding's own ceiling (a logistic regression fitted to convergence) see "
               "`micro_readout_ceiling.md`."]
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.output}")
+    common.write_markdown(args.output, lines)
     return 0
 
 

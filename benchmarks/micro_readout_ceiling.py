@@ -22,6 +22,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
+
 OUT = REPO / "benchmarks" / "results" / "micro_readout_ceiling.md"
 
 
@@ -136,9 +140,7 @@ def main(argv=None) -> int:
     lines += ["The compact CLIP was pretrained contrastively on SynthPAR captions that name these attributes, so "
               "its frozen embedding already carries them; the demo budget's methods are compared against "
               "this ceiling, not only against each other."]
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.output}")
+    common.write_markdown(args.output, lines)
     return 0
 
 
