@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -52,14 +53,24 @@ def parse_preset(spec: str) -> tuple:
     return name, overrides
 
 
-def train_once(spec: str, dataset, epochs: int, seed: int, batch_size: int) -> tuple:
-    """Train one model with parkit.train; returns (test mA in %, best epoch, seconds)."""
+def train_once(spec: str, dataset, epochs: int, seed: int, batch_size: int, backbone=None) -> tuple:
+    """Train one model with parkit.train; returns (test mA in %, best epoch, seconds).
+
+    The model's own initialisation (heads, prompts, embeddings) is seeded with `seed` here, so a
+    run does not depend on what ran before it in the process. `backbone`: a packed compact-CLIP
+    checkpoint to use instead of the committed one.
+    """
+    import torch
+
+    from parkit.backbone.micro import load_micro_clip
     from parkit.model import create_model
     from parkit.train import train
 
     preset, overrides = parse_preset(spec)
+    extra = {"backbone_model": load_micro_clip(backbone, sha256=None)} if backbone else {}
+    torch.manual_seed(seed)
     model = create_model(preset, attributes=list(dataset.attributes), sentences=list(dataset.sentences),
-                         device="cpu", **overrides)
+                         device="cpu", **extra, **overrides)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         result = train(model, dataset, epochs=epochs, batch_size=batch_size, seed=seed, out_dir=out,
@@ -74,6 +85,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--presets", nargs="+", default=list(PRESETS),
                    help='presets, optionally with model overrides: "promptpar-micro:use_mm_former=false"')
+    p.add_argument("--backbones", nargs="+", default=[None],
+                   help="packed compact-CLIP checkpoints to compare (default: the committed one)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output", default=str(OUT))
     args = p.parse_args(argv)
@@ -86,14 +99,16 @@ def main(argv=None) -> int:
 
     profile = get_profile("demo")
     dataset = profile_dataset(profile)
-    results = {}  # (preset, epochs) -> [(seed, mA, best_epoch, seconds)]
-    for epochs in args.epochs:
-        for seed in args.seeds:
-            for preset in args.presets:
-                ma, best, seconds = train_once(preset, dataset, epochs, seed, profile.batch_size)
-                results.setdefault((preset, epochs), []).append((seed, ma, best, seconds))
-                print(f"{preset:20s} epochs {epochs:3d} seed {seed}: test mA {ma:.2f} "
-                      f"(best epoch {best}, {seconds:.0f} s)", flush=True)
+    results = {}  # (backbone, preset, epochs) -> [(seed, mA, best_epoch, seconds)]
+    for backbone in args.backbones:
+        label = Path(backbone).name if backbone else "committed"
+        for epochs in args.epochs:
+            for seed in args.seeds:
+                for preset in args.presets:
+                    ma, best, seconds = train_once(preset, dataset, epochs, seed, profile.batch_size, backbone)
+                    results.setdefault((label, preset, epochs), []).append((seed, ma, best, seconds))
+                    print(f"{label} {preset:20s} epochs {epochs:3d} seed {seed}: test mA {ma:.2f} "
+                          f"(best epoch {best}, {seconds:.0f} s)", flush=True)
 
     seeds = " / ".join(str(s) for s in args.seeds)
     lines = ["# Compact CLIP on demo SynthPAR: PromptPAR vs linear probe vs fine-tuning, by budget and seed", "",
@@ -102,12 +117,13 @@ def main(argv=None) -> int:
              f"{len(dataset.splits['test'])} test); compact recipe, batch {profile.batch_size}, model selected on "
              "val, test mA at threshold 0.45. The demo budget is "
              f"{profile.epochs} epochs.", "",
-             f"| preset | epochs | test mA, seeds {seeds} | mean | mean best epoch | mean minutes |",
-             "|---|---|---|---|---|---|"]
-    for (preset, epochs), rows in results.items():
+             f"| backbone | preset | epochs | test mA, seeds {seeds} | mean | std | mean best epoch | mean minutes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (label, preset, epochs), rows in results.items():
         mas = [r[1] for r in rows]
-        lines.append(f"| {preset} | {epochs} | {' / '.join(f'{m:.2f}' for m in mas)} | "
-                     f"**{sum(mas) / len(mas):.2f}** | {sum(r[2] for r in rows) / len(rows):.1f} | "
+        std = statistics.stdev(mas) if len(mas) > 1 else 0.0
+        lines.append(f"| {label} | {preset} | {epochs} | {' / '.join(f'{m:.2f}' for m in mas)} | "
+                     f"**{sum(mas) / len(mas):.2f}** | {std:.2f} | {sum(r[2] for r in rows) / len(rows):.1f} | "
                      f"{sum(r[3] for r in rows) / len(rows) / 60:.1f} |")
     lines += ["", "For the frozen embedding's own ceiling (a logistic regression fitted to convergence) see "
               "`micro_readout_ceiling.md`."]

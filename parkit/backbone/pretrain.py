@@ -45,7 +45,11 @@ STD = (0.5, 0.5, 0.5)
 DEFAULTS = dict(n_images=10000, data_seed=1, epochs=16, batch_size=32, lr=1e-3, weight_decay=0.1,
                 warmup_epochs=1.0, seed=0, eval_n_images=2000, eval_seed=0, caption_mode="all",
                 clip_grad=5.0, monitor_every=0)
-CAPTION_MODES = ("one", "all", "attributes")
+CAPTION_MODES = ("one", "all", "attributes", "alttext")
+# Named sizes of the compact CLIP compared for the committed checkpoint (parkit/assets/README.md):
+# "micro" is MICRO_CONFIG; "micro-wide" a 1.5x wider, 1.5x deeper image tower at the same input size.
+SIZES = {"micro": dict(MICRO_CONFIG),
+         "micro-wide": dict(MICRO_CONFIG, vision_width=192, vision_layers=6)}
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -415,6 +419,9 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
             joined with the colour names removed (`without_colours`). Colour names let the loss
             match images by colour alone while the attributes stay unlearnt. From random weights
             this mode gives no signal to start from; use it as a second stage (`init_from`).
+            "alttext": SynthWorld scenes (`parkit.data.synthworld`, generated with `n_images` and
+            `data_seed` at the model's input size) paired with one of their web-like alt-text
+            captions, drawn per epoch: the way web CLIP was trained.
         clip_grad: clip the global gradient norm at this value (None: no clipping).
         init_from: start from this packed micro checkpoint (verified against its `.sha256`)
             instead of random weights: a second stage with other captions. Its configuration
@@ -438,24 +445,35 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
     """
     from tqdm.auto import tqdm  # noqa: PLC0415
     from parkit.data.synthpar import default_synthpar_root, load_captions  # noqa: PLC0415
+    from parkit.data.synthworld import default_synthworld_root, ensure_synthworld, load_world  # noqa: PLC0415
 
     if caption_mode not in CAPTION_MODES:
         raise ValueError(f"caption_mode must be one of {CAPTION_MODES}, got {caption_mode!r}")
     cfg = dict(config or MICRO_CONFIG)
     device = torch.device(device) if device is not None else default_device()
     t_start = time.time()
-    data_root = Path(data_root) if data_root is not None else default_synthpar_root(n_images, data_seed)
     eval_root = Path(eval_root) if eval_root is not None else default_synthpar_root(eval_n_images, eval_seed)
-    dataset = _synthpar(data_root, n_images, data_seed, progress)
-    same_as_eval = evaluate and data_root.resolve() == eval_root.resolve()
-    rows = np.asarray(dataset.splits["train"]) if same_as_eval else np.arange(len(dataset))
-    captions_by_file = load_captions(dataset.root)  # {file name: [caption, ...]}
-    paths = [dataset.image_paths[i] for i in rows]
-    try:
-        captions = [captions_by_file[Path(p).name] for p in paths]
-    except KeyError as exc:
-        raise ValueError(f"no caption for image {exc} in {dataset.root}/captions.jsonl: regenerate "
-                         f"SynthPAR (delete the folder and run again)") from None
+    if caption_mode == "alttext":
+        data_root = Path(data_root) if data_root is not None else \
+            default_synthworld_root(n_images, data_seed, cfg["image_resolution"])
+        dataset = ensure_synthworld(data_root, n_images, data_seed, cfg["image_resolution"], progress=progress)
+        same_as_eval, rows = False, None
+    else:
+        data_root = Path(data_root) if data_root is not None else default_synthpar_root(n_images, data_seed)
+        dataset = _synthpar(data_root, n_images, data_seed, progress)
+        same_as_eval = evaluate and data_root.resolve() == eval_root.resolve()
+        rows = np.asarray(dataset.splits["train"]) if same_as_eval else np.arange(len(dataset))
+    if caption_mode == "alttext":  # SynthWorld scenes with web-like alt-text, one drawn per epoch
+        paths, captions = load_world(dataset)
+        n_world = len(paths)
+    else:
+        captions_by_file = load_captions(dataset.root)  # {file name: [caption, ...]}
+        paths = [dataset.image_paths[i] for i in rows]
+        try:
+            captions = [captions_by_file[Path(p).name] for p in paths]
+        except KeyError as exc:
+            raise ValueError(f"no caption for image {exc} in {dataset.root}/captions.jsonl: regenerate "
+                             f"SynthPAR (delete the folder and run again)") from None
     if caption_mode == "all":
         captions = [[join_captions(caps)] for caps in captions]
     elif caption_mode == "attributes":
@@ -463,8 +481,9 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
                      join_captions([without_colours(c) for c in caps])] for r, caps in zip(rows, captions)]
     size = cfg["image_resolution"]
     images = load_images(paths, size, progress=progress)  # (N, 3, S, S) uint8
+    source = dataset if caption_mode == "alttext" else dataset.root
     log(f"pretraining data: {len(paths)} images ({'train split' if same_as_eval else 'all'}) of "
-        f"{dataset.root}, {sum(map(len, captions))} captions, {time.time() - t_start:.0f}s to prepare")
+        f"{source}, {sum(map(len, captions))} captions, {time.time() - t_start:.0f}s to prepare")
 
     # Tokenise every caption once; trim the context to the longest caption (the causal mask and
     # EOT pooling make the padded tail irrelevant, and it costs 3-4x the compute).
@@ -545,7 +564,8 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
         log(line)
 
     model = _full_vocabulary(model.cpu().eval(), keep, cfg)
-    meta = {"data": "SynthPAR", "n_images": len(dataset), "pretrain_images": len(paths),
+    meta = {"data": "SynthWorld" if caption_mode == "alttext" else "SynthPAR",
+            "n_images": n_world if caption_mode == "alttext" else len(dataset), "pretrain_images": len(paths),
             "data_seed": data_seed, "epochs": epochs, "batch_size": batch_size, "seed": seed, "lr": lr,
             "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "caption_mode": caption_mode,
             "clip_grad": clip_grad, "init_from_sha256": init_digest, "normalization": "official",
@@ -643,6 +663,8 @@ def main_pretrain(argv: Optional[Sequence[str]] = None) -> dict:
                    help="clip the gradient norm at this value (default: no clipping)")
     p.add_argument("--monitor-every", type=int, default=DEFAULTS["monitor_every"],
                    help="log the zero-shot AUC on the evaluation split every N epochs (default: never)")
+    p.add_argument("--size", choices=sorted(SIZES), default="micro",
+                   help="architecture of the compact CLIP (default: %(default)s)")
     p.add_argument("--init", default=None,
                    help="start from this packed micro checkpoint (a second stage) instead of random weights")
     a = p.parse_args(argv)
@@ -652,7 +674,7 @@ def main_pretrain(argv: Optional[Sequence[str]] = None) -> dict:
                                  device=a.device, n_images=a.n_images, data_seed=a.data_seed, lr=a.lr,
                                  weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
                                  caption_mode=a.captions, clip_grad=a.clip_grad, monitor_every=a.monitor_every,
-                                 init_from=a.init,
+                                 init_from=a.init, config=SIZES[a.size],
                                  evaluate=not a.no_eval, eval_root=a.eval_root,
                                  eval_n_images=a.eval_n_images, eval_seed=a.eval_seed)
     result.pop("model")

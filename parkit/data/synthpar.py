@@ -964,6 +964,15 @@ def render_person(attrs: dict, view: Optional[str] = None, seed=0,
     return _photometric(img, scene) if photometric else img
 
 
+def person_appearance(appearance_seed) -> dict:
+    """The look `render_person(..., appearance_seed=appearance_seed)` draws: colour names of each
+    garment ("top", "bottom", "coat", "hat", "backpack", ...), hat style, sunglasses, hair.
+
+    Captions use it to name what is drawn (`parkit.data.synthworld`).
+    """
+    return dict(_sample_appearance(_rng(appearance_seed)))
+
+
 def body_regions(attrs: dict, view: Optional[str] = None, seed=0,
                  image_size: Sequence[int] = DEFAULT_IMAGE_SIZE, appearance_seed=None) -> dict:
     """Boxes of the body parts of the person `render_person` draws with the same arguments.
