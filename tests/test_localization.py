@@ -244,12 +244,21 @@ def test_localization_of_known_maps(synthpar, method):
     np.testing.assert_allclose(flat["hit_rate"], flat["chance"])
     np.testing.assert_allclose(flat["chance"], df["chance"])
 
-    same = localization(MapModel(synthpar.attributes, blob), synthpar, method=method, limit=10)
+    np.testing.assert_allclose(df["ratio_body"], 1.0 / df["body_chance"])
+    assert (df["body_chance"] > df["chance"]).all()
+
+    same = localization(MapModel(synthpar.attributes, blob), synthpar, method=method, limit=10,
+                        positives_only=False)
     assert same.attrs["mean_pairwise_correlation"] == pytest.approx(1.0)
+    # One blob over the whole person: well above grid chance everywhere, but about 1 against the
+    # body (not exactly: the blob is soft where the body box cuts a patch).
+    assert (same["ratio"] > 1.5).all()
+    np.testing.assert_allclose(same["ratio_body"], 1.0, rtol=0.1)
     assert df.attrs["mean_pairwise_correlation"] < 0.5  # maps of different regions barely overlap
 
     s = region_summary(df)
     assert list(s["body_region"]) == ["head", "torso", "legs", "feet"] and s["reaches_1_5x"].all()
+    np.testing.assert_allclose(s["mean_ratio_body"], df.groupby("body_region")["ratio_body"].mean()[s["body_region"]])
     assert not region_summary(flat)["reaches_1_5x"].any()
 
 
