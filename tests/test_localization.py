@@ -22,7 +22,7 @@ from parkit.data.synthpar import load_synthpar, make_synthpar, render_person
 from parkit.data.transforms import build_transform, letterbox
 from parkit.explain import ExplainError, localization, region_summary
 from parkit.explain.localization import (box_to_grid, letterbox_geometry, mass_share, mean_pairwise_correlation,
-                                         pointing_hit, synthpar_boxes)
+                                         plot_localization, pointing_hit, synthpar_boxes)
 
 INPUT, PATCH = 96, 4  # stand-in models: 96 px input, 24 x 24 grid of 4-px patches
 
@@ -114,6 +114,20 @@ def test_region_summary_hand_case():
     assert (s["mean_pairwise_correlation"] == 0.5).all() and (s["method"] == "attention").all()
     with pytest.raises(ExplainError, match="lacks"):
         region_summary(pd.DataFrame({"attribute": ["Hat"]}))
+
+
+def test_plot_localization_draws_one_bar_per_attribute():
+    df = pd.DataFrame({"attribute": ["Hat", "Trousers", "boots"], "region": ["head", "lower", "feet"],
+                       "ratio": [0.5, 3.0, np.nan], "chance": [0.04, 0.14, 0.04],
+                       "body_chance": [0.12, 0.42, 0.13]})
+    df.attrs.update(method="attention", mean_pairwise_correlation=0.97)
+    fig = plot_localization({"attention": df, "gradcam": df})
+    axes = fig.axes
+    assert len(axes) == 2 and "0.970" in axes[0].get_title()
+    heights = [p.get_height() for p in axes[0].patches]
+    assert heights == pytest.approx([0.5, 3.0, 0.0])  # no image measured: no bar
+    lines = sorted(line.get_ydata()[0] for line in axes[0].lines)
+    assert lines == pytest.approx([1.0, 1.5])
 
 
 # --- SynthPAR regions ---------------------------------------------------------------------------
