@@ -409,8 +409,9 @@ def plot_localization(tables, title: Optional[str] = None):
         corr = df.attrs.get("mean_pairwise_correlation", float("nan"))
         ax.set_title(f"{method}: mean pairwise corr. {corr:.3f}", fontsize=10)
         ax.set_ylabel("share inside region / chance")
-    axes[0][0].legend(fontsize=8, loc="upper left")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the panels
     return fig
