@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from parkit.model.config import OFFICIAL_FLAGS, VIT_B16_WIDTH, ConfigError, PromptPARConfig
+from parkit.model.promptpar import PromptPAR
 
 PathLike = Union[str, os.PathLike]
 
@@ -514,7 +515,6 @@ def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional
     """
     from parkit.backbone.loading import build_clip  # noqa: PLC0415
     from parkit.model.factory import resolve_attributes  # noqa: PLC0415
-    from parkit.model.promptpar import PromptPAR  # noqa: PLC0415
 
     source = str(path)
     stubbed: List[str] = []
@@ -565,7 +565,7 @@ def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional
     return model.to(torch.device(device)).eval()
 
 
-def _load_strict(model: nn.Module, mapped: Dict[str, torch.Tensor], unmapped: List[str], source: str,
+def _load_strict(model: PromptPAR, mapped: Dict[str, torch.Tensor], unmapped: List[str], source: str,
                  clip_key: str) -> None:
     """Load `mapped` into `model`, listing every missing / unexpected key and every shape mismatch."""
     own = model.state_dict()
@@ -593,9 +593,7 @@ def _load_strict(model: nn.Module, mapped: Dict[str, torch.Tensor], unmapped: Li
     if problems:
         raise OfficialCheckpointError(f"{source}: shapes differ:\n  " + "\n  ".join(problems))
     model.load_state_dict(mapped, strict=True)
-    text = getattr(model, "text", None)
-    if text is not None and hasattr(text, "clear_cache"):
-        text.clear_cache()
+    model.text.clear_cache()
 
 
 # Behaviour settings with which the official code computes the same function (spec §14).
@@ -632,10 +630,10 @@ def export_official_checkpoint(model: nn.Module, path: PathLike, *, legacy_names
         UserWarning: the model's behaviour settings differ from the official ones, so the official
         code would compute different logits from the same tensors.
     """
-    config = getattr(model, "config", None)
-    if config is None or getattr(config, "kind", None) != "promptpar":
+    if not isinstance(model, PromptPAR):
         raise OfficialCheckpointError("export_official_checkpoint needs a PromptPAR model (create_model "
                                       "preset 'promptpar-*' or load_official_checkpoint)")
+    config = model.config
     if not config.use_mm_former:
         raise OfficialCheckpointError("the official classifier always has the MM-former; this model has "
                                       "use_mm_former=False, which has no official layout")
