@@ -533,22 +533,7 @@ def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional
             f"{source} was trained with {num_attributes} attributes, but {len(sents)} were given "
             f"({attributes if isinstance(attributes, str) else 'a list'}); pass the checkpoint's dataset")
 
-    name = _backbone_name(clip_cfg, backbone, source)
-    shape_fields = set(found)
-    clashing = {k: (v, found[k]) for k, v in overrides.items() if k in shape_fields and v != found[k]
-                and k not in ("mm_init", "use_vismask", "global_token")}
-    if clashing:
-        text = "; ".join(f"{k}={v!r} but the checkpoint has {c!r}" for k, (v, c) in clashing.items())
-        raise OfficialCheckpointError(f"{source}: overrides contradict the tensors: {text}")
-    try:
-        config = PromptPARConfig.official(**found, backbone=name, image_size=clip_cfg["image_resolution"])
-    except ConfigError as exc:
-        raise OfficialCheckpointError(f"{source}: the checkpoint's settings are not valid: {exc}") from None
-    try:
-        config = config.replace(**overrides)          # unknown names raise, listing the valid ones
-    except ConfigError as exc:
-        raise OfficialCheckpointError(f"bad override for {source}: {exc}") from None
-
+    config = _official_config(found, clip_cfg, _backbone_name(clip_cfg, backbone, source), overrides, source)
     clip_model = build_clip(clip_cfg)                      # fp32, CPU; weights replaced below
     model = PromptPAR(clip_model, sents, config, attributes=names, vit_state=None)
     mapped, unmapped = official_to_parkit(clip_sd, cls_sd, num_attributes)
@@ -563,6 +548,29 @@ def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(torch.device(device)).eval()
+
+
+def _official_config(found: Mapping, clip_cfg: Mapping, name: str, overrides: Mapping,
+                     source: str) -> PromptPARConfig:
+    """The compat config of a checkpoint: the settings read off its tensors, then the overrides.
+
+    Raises:
+        OfficialCheckpointError: an override contradicts the tensors, or a setting is invalid.
+    """
+    shape_fields = set(found)
+    clashing = {k: (v, found[k]) for k, v in overrides.items() if k in shape_fields and v != found[k]
+                and k not in ("mm_init", "use_vismask", "global_token")}
+    if clashing:
+        text = "; ".join(f"{k}={v!r} but the checkpoint has {c!r}" for k, (v, c) in clashing.items())
+        raise OfficialCheckpointError(f"{source}: overrides contradict the tensors: {text}")
+    try:
+        config = PromptPARConfig.official(**found, backbone=name, image_size=clip_cfg["image_resolution"])
+    except ConfigError as exc:
+        raise OfficialCheckpointError(f"{source}: the checkpoint's settings are not valid: {exc}") from None
+    try:
+        return config.replace(**overrides)          # unknown names raise, listing the valid ones
+    except ConfigError as exc:
+        raise OfficialCheckpointError(f"bad override for {source}: {exc}") from None
 
 
 def _load_strict(model: PromptPAR, mapped: Dict[str, torch.Tensor], unmapped: List[str], source: str,

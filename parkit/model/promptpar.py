@@ -1,8 +1,10 @@
 """The PromptPAR model: prompted visual encoder + prompted text encoder + GL branch + fusion classifier.
 
-`PromptPAR` wires the parts of spec §3 together and owns everything the trainer and notebooks use:
-the explicit trainable groups (spec §7, §9: "prompt" and "fusion" optimisers), the trainable
-state dict with strict loading that names the differing setting, and the parameter report.
+`PromptPAR` wires the parts of spec §3 together and implements the model contract
+(`parkit.model.contract.PARModel`): the explicit trainable groups (spec §7, §9: "prompt" and
+"fusion" optimisers), the keys of the trainable state and the tables that name the setting behind a
+mismatched checkpoint (saving and strict loading themselves live in `PARModel`), and the parameter
+report.
 
 Module tree (state-dict prefixes) and the official names they correspond to (spec §7, the layout
 in `official_layout_peta_vitl14.json`):
