@@ -126,11 +126,11 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
 def _evaluate_frozen(model, dataset, profile: Profile) -> dict:
     """Test metrics (percent) of a model with nothing to train, calibrated on the train split."""
     from parkit.data.torchdata import make_loader
-    from parkit.data.transforms import build_transform
+    from parkit.model.baselines import ZeroShotCLIP
     from parkit.train import evaluate
 
-    if hasattr(model, "calibrate"):
-        tf = build_transform(train=False, image_size=model.image_size, normalization=model.normalization)
+    if isinstance(model, ZeroShotCLIP):  # the only model with something to calibrate
+        tf = model.eval_transform()
         train_rows = dataset.split_indices("train")
         if profile.eval_limit:
             train_rows = train_rows[: 4 * profile.eval_limit]

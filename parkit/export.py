@@ -26,6 +26,9 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from parkit.model.contract import PARModel
+from parkit.model.promptpar import PromptPAR
+
 PathLike = Union[str, os.PathLike]
 
 INPUT_NAME = "images"
@@ -75,20 +78,17 @@ class _GenericGraph(nn.Module):
 
 
 def _is_promptpar(model: nn.Module) -> bool:
-    config = getattr(model, "config", None)
-    return (getattr(config, "kind", None) == "promptpar"
-            and all(hasattr(model, name) for name in ("visual", "text", "fusion")))
+    return isinstance(model, PromptPAR)
 
 
-def _metadata(model: nn.Module, image_size: int, opset: int, dynamic_batch: bool) -> Dict[str, str]:
-    config = getattr(model, "config", None)
-    normalization = getattr(model, "normalization", None)
-    stats = getattr(config, "normalization_stats", None)
+def _metadata(model: PARModel, image_size: int, opset: int, dynamic_batch: bool) -> Dict[str, str]:
+    config, normalization = model.config, model.normalization
+    stats = config.normalization_stats
     meta = {
         "format": "parkit-onnx/1",
-        "attributes": json.dumps(list(getattr(model, "attributes", []))),
-        "sentences": json.dumps(list(getattr(model, "sentences", []))),
-        "config": json.dumps(config.to_dict() if hasattr(config, "to_dict") else {}),
+        "attributes": json.dumps(model.attributes),
+        "sentences": json.dumps(model.sentences),
+        "config": json.dumps(config.to_dict()),
         "image_size": str(int(image_size)),
         "normalization": json.dumps({"name": normalization,
                                      "mean": list(stats[0]) if stats else None,
@@ -117,7 +117,7 @@ def _model_bytes(module: nn.Module) -> int:
     return sum(seen.values())
 
 
-def export_onnx(model: nn.Module, path: PathLike, image_size: Optional[int] = None, opset: int = 17,
+def export_onnx(model: PARModel, path: PathLike, image_size: Optional[int] = None, opset: int = 17,
                 dynamic_batch: bool = True) -> Path:
     """Write a trained parkit model as an ONNX graph: images in, probabilities and logits out.
 
@@ -144,15 +144,13 @@ def export_onnx(model: nn.Module, path: PathLike, image_size: Optional[int] = No
         ExportError: missing packages, a wrong image size, or a graph the exporter cannot handle.
     """
     onnx = _require("onnx", "ONNX export")
-    if not isinstance(model, nn.Module):
-        raise ExportError(f"export_onnx needs a parkit model (nn.Module), got {type(model).__name__}")
-    size = int(getattr(model, "image_size", 0) or 0)
-    if image_size is not None and size and int(image_size) != size:
+    if not isinstance(model, PARModel):
+        raise ExportError(f"export_onnx needs a parkit model (parkit.model.create_model or a parkit checkpoint), "
+                          f"got {type(model).__name__}")
+    size = int(model.image_size)
+    if image_size is not None and int(image_size) != size:
         raise ExportError(f"image_size={image_size} does not match the model's {size} px input (its positional "
                           f"embedding has a fixed grid); leave image_size=None")
-    size = int(image_size or size)
-    if size <= 0:
-        raise ExportError("the model has no `image_size`; pass image_size=...")
     if not isinstance(opset, int) or opset < 14:
         raise ExportError(f"opset must be an integer >= 14 (scaled-dot-product attention), got {opset!r}")
     path = Path(path).expanduser()

@@ -15,7 +15,8 @@ activations for Grad-CAM). It understands two kinds of model:
    Grad-CAM activations are the visual tokens entering the fusion (`model.fusion`'s second
    argument: the last visual layer's outputs after `proj`, spec §3.2 step 6), read with a
    forward pre-hook.
-2. Any other model that fills `extras` itself (the generic explain hook):
+2. Any other model (a baseline, or a stand-in with an `attributes` list) that fills `extras`
+   itself (the generic explain hook):
    - `"mm_attention"`: (B, heads, L, L) or (B, L, L) attention (query rows, key columns);
    - `"token_layout"`: `{"text": ..., "patches": ...}` positions in that sequence, each a `range`,
      a `slice`, a `(start, stop)` pair or a list of indices (patches row-major);
@@ -35,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from parkit.model.promptpar import PromptPAR
 
 # Where a kind of token sits in a sequence: a range, a slice, a (start, stop) pair or explicit indices.
 IndexSpec = Union[range, slice, Tuple[int, int], Sequence[int], torch.Tensor]
@@ -98,9 +101,8 @@ def forward_with_attention(model: nn.Module, images: torch.Tensor, need_tokens: 
     Raises:
         ExplainError: the model does not accept `return_attention` or returns nothing explainable.
     """
-    fusion = getattr(model, "fusion", None)
-    layout = getattr(model, "layout", None)
-    promptpar = fusion is not None and hasattr(layout, "patch_start")
+    promptpar = isinstance(model, PromptPAR)
+    fusion, layout = (model.fusion, model.layout) if promptpar else (None, None)
     captured = {}
     hook = None
     if need_tokens and promptpar:

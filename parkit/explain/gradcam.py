@@ -28,7 +28,7 @@ from parkit.model.geometry import GeometryError, stripe_rows
 
 def resolve_attribute(model_or_names, attr: Union[int, str]) -> int:
     """The column index of attribute `attr` (an index or a name) in a model's or a list's attributes."""
-    names = list(getattr(model_or_names, "attributes", model_or_names) or [])
+    names = list(model_or_names if isinstance(model_or_names, (list, tuple)) else model_or_names.attributes)
     if isinstance(attr, str):
         if attr not in names:
             raise ExplainError(f"unknown attribute {attr!r}; the model's attributes are {names}")

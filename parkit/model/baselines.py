@@ -1,12 +1,9 @@
 """Baselines that share PromptPAR's model contract: zero-shot CLIP, linear probe, full fine-tuning, VTB.
 
-Each baseline is an `nn.Module` built by `build_baseline(kind, clip_model, attributes, sentences,
-config)` from a `PromptPARConfig` whose `kind` names it, and honours the contract of
-docs/ARCHITECTURE.md: `forward(images) -> PAROutput(logits (B, A), aux_logits None, extras)`,
-`param_groups()` with the keys "prompt" (the backbone-side optimiser, spec §9) and "fusion" (the
-head-side optimiser) -- a group may be empty --, `trainable_state_dict()`,
-`load_trainable_state_dict(sd)`, and the attributes `config`, `attributes`, `sentences`,
-`image_size`, `normalization`.
+Each baseline is a `parkit.model.contract.PARModel` built by `build_baseline(kind, clip_model,
+attributes, sentences, config)` from a `PromptPARConfig` whose `kind` names it. `param_groups()` has
+the keys "prompt" (the backbone-side optimiser, spec §9) and "fusion" (the head-side optimiser); a
+group may be empty. Saving, strict loading and the eval transform come from `PARModel`.
 
 | kind | what is trained | logits |
 |---|---|---|
@@ -34,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from parkit.model.config import (BASELINE_KINDS, ConfigError, PromptPARConfig, backbone_dims, resolve)
-from parkit.model.promptpar import PAROutput
+from parkit.model.contract import PARModel, PAROutput
 
 __all__ = ["build_baseline", "ZeroShotCLIP", "LinearProbe", "FineTune", "VTBFusion", "BASELINE_KINDS"]
 
@@ -47,15 +44,38 @@ def _par_output(logits: torch.Tensor, aux_logits: Optional[torch.Tensor], extras
 # ---------------------------------------------------------------------------------------------
 # Shared plumbing
 # ---------------------------------------------------------------------------------------------
-class _Baseline(nn.Module):
+class _Baseline(PARModel):
     """Common contract: explicit trainable modules, strict trainable-state loading, input checks.
 
     Subclasses fill `self._groups` ({"prompt": [attribute names], "fusion": [attribute names]}) with
     the names of the submodules or parameters that train, and `self._extra_state` with the names of
     buffers that belong in a checkpoint although nothing optimises them (e.g. calibrated offsets).
+    Saving and loading come from `PARModel`; the tables below name the setting behind a mismatch.
     """
 
     kind = ""
+    # Strict-loading tables (parkit.model.strict_load); the VTB class extends the settings.
+    KEY_SETTINGS = (
+        ("offset", "kind (zeroshot calibration offsets)"),
+        ("head.*", "kind (the linear_probe / finetune head)"),
+        ("visual.*", "kind (finetune saves the CLIP vision tower, promptpar its visual prompts)"),
+        ("visual_embed.*", "kind, or visual_embed (vtb)"),
+        ("blocks.*", "kind, or mm_layers (vtb)"),
+    )
+    DIMENSION_SETTINGS = (
+        ("offset", ("attribute count",)),
+        ("head.linear.weight", ("attribute count", "backbone embedding width")),
+        ("head.linear.bias", ("attribute count",)),
+        ("head.bn.*", ("attribute count",)),
+        ("visual.*", ("backbone", "backbone", "backbone", "backbone")),
+        ("word_embed.weight", ("fusion_width", "backbone embedding width")),
+        ("visual_embed.weight", ("fusion_width", "backbone embedding width")),
+        ("type_embed", ("modality (text, image)", "fusion_width")),
+        ("heads.weight", ("attribute count", "fusion_width")),
+        ("heads.bias", ("attribute count",)),
+        ("bn.*", ("attribute count",)),
+        ("*", ("fusion_width",)),
+    )
 
     def __init__(self, clip_model: nn.Module, attributes: Sequence[str], sentences: Sequence[str],
                  config: PromptPARConfig):
@@ -74,16 +94,10 @@ class _Baseline(nn.Module):
                 f"image_size={config.image_size} does not match the backbone's {self.dims.image_size} px "
                 f"(CLIP's positional embedding has a fixed grid); set image_size=None")
         self.config = config
-        self.attributes = attributes
-        self.sentences = sentences
-        self.image_size = config.image_size
-        self.normalization = config.normalization
+        self._attributes = attributes
+        self._sentences = sentences
         self._groups: Dict[str, List[str]] = {"prompt": [], "fusion": []}
         self._extra_state: List[str] = []
-
-    @property
-    def num_attributes(self) -> int:
-        return len(self.attributes)
 
     # -- the contract ---------------------------------------------------------------------
     def _trainable_items(self) -> Iterable[Tuple[str, str, object]]:
@@ -108,51 +122,39 @@ class _Baseline(nn.Module):
             out[group].extend([item] if isinstance(item, nn.Parameter) else list(item.parameters()))
         return out
 
-    def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
-        """Trained tensors, BatchNorm running statistics and calibration buffers (detached references)."""
-        out: Dict[str, torch.Tensor] = OrderedDict()
+    def trainable_state_keys(self) -> List[str]:
+        """The trained entries (with their BatchNorm statistics) and the calibration buffers."""
+        keys: List[str] = []
         for _, name, item in self._trainable_items():
             if isinstance(item, nn.Parameter):
-                out[name] = item.detach()
+                keys.append(name)
             else:
-                for key, value in item.state_dict(keep_vars=False).items():
-                    out[f"{name}.{key}"] = value
-        for name in self._extra_state:
-            out[name] = getattr(self, name).detach()
-        return out
+                keys.extend(f"{name}.{key}" for key in item.state_dict(keep_vars=True))
+        return keys + list(self._extra_state)
 
-    @torch.no_grad()
-    def load_trainable_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Load what `trainable_state_dict` returned, strictly.
+    def parameter_report(self) -> List[dict]:
+        """Parameter counts per top-level submodule or parameter, split into trained and frozen.
 
-        Raises:
-            ValueError: keys are missing or unexpected, or a shape differs; the message names the
-                keys and the setting that decides that shape.
+        The frozen part of an entry is reported as "<name> (frozen)". The official substring rule
+        (spec §7.1) is PromptPAR's; for a baseline "official" equals "trainable", and nothing is
+        inert. See `PARModel.parameter_report` for the row fields.
         """
-        own = self.trainable_state_dict()
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
-        if missing or unexpected:
-            raise ValueError(
-                f"{type(self).__name__} ({self.kind}) state dict does not match: missing "
-                f"{missing[:8]}{' ...' if len(missing) > 8 else ''}, unexpected "
-                f"{unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}. Was it saved from another "
-                f"model kind or configuration?")
-        for key, target in own.items():
-            value = state_dict[key]
-            if tuple(value.shape) != tuple(target.shape):
-                raise ValueError(
-                    f"{self.kind}: {key} has shape {tuple(value.shape)} in the state dict but "
-                    f"{tuple(target.shape)} in the model: {self._shape_hint(key, value.shape, target.shape)}")
-        # The tensors of trainable_state_dict() share storage with the live ones: copy in place.
-        for key, target in own.items():
-            target.copy_(state_dict[key].to(target.device, target.dtype))
-
-    def _shape_hint(self, key: str, got, want) -> str:
-        a = self.num_attributes
-        if a in tuple(want) and a not in tuple(got):
-            return f"the model has {a} attributes; the state dict was saved for another attribute list"
-        return "the state dict was saved with a different backbone or fusion_width"
+        side_of = {name: side for side, names in self._groups.items() for name in names}
+        entries = [*self.named_children(), *self.named_parameters(recurse=False)]
+        rows, seen = [], set()
+        for name, item in entries:
+            params = [item] if isinstance(item, nn.Parameter) else list(item.parameters())
+            params = [p for p in params if id(p) not in seen]  # a shared tensor counts once
+            seen.update(id(p) for p in params)
+            trained = sum(p.numel() for p in params if p.requires_grad)
+            frozen = sum(p.numel() for p in params if not p.requires_grad)
+            if trained:
+                rows.append(dict(group=name, side=side_of.get(name, "frozen"), parameters=trained,
+                                 trainable=True, official=True, inert=0, note=""))
+            if frozen:
+                rows.append(dict(group=f"{name} (frozen)", side="frozen", parameters=frozen, trainable=False,
+                                 official=False, inert=0, note=""))
+        return rows
 
     # -- helpers --------------------------------------------------------------------------
     def _check_images(self, images: torch.Tensor) -> None:
@@ -271,7 +273,7 @@ class ZeroShotCLIP(_Baseline):
             img = F.normalize(clip_image_features(self.clip.visual, images), dim=-1)  # (B, embed)
         return img @ self.text().to(img.device).t()
 
-    def forward(self, images: torch.Tensor, return_attention: bool = False):
+    def forward(self, images: torch.Tensor, return_attention: Optional[bool] = None) -> PAROutput:
         """(B, 3, S, S) images -> PAROutput(logits (B, A), None, {"cosine": (B, A)})."""
         cos = self.cosine(images)
         scale = self.clip.logit_scale.detach().float().exp()
@@ -413,7 +415,7 @@ class LinearProbe(_Baseline):
             return self.cache.lookup(images, compute)
         return compute(images)
 
-    def forward(self, images: torch.Tensor, return_attention: bool = False):
+    def forward(self, images: torch.Tensor, return_attention: Optional[bool] = None) -> PAROutput:
         """(B, 3, S, S) images -> PAROutput(logits (B, A), None, {"features": (B, embed)})."""
         feats = self.features(images)
         return _par_output(self.head(feats), None, {"features": feats})
@@ -437,7 +439,7 @@ class FineTune(_Baseline):
         self._groups = {"prompt": ["visual"], "fusion": ["head"]}
         self._freeze()
 
-    def forward(self, images: torch.Tensor, return_attention: bool = False):
+    def forward(self, images: torch.Tensor, return_attention: Optional[bool] = None) -> PAROutput:
         """(B, 3, S, S) images -> PAROutput(logits (B, A), None, {"features": (B, embed)})."""
         self._check_images(images)
         feats = clip_image_features(self.visual, images)
@@ -465,6 +467,8 @@ class VTBFusion(_Baseline):
     """
 
     kind = "vtb"
+    SHAPE_SETTINGS = _Baseline.SHAPE_SETTINGS + ("fusion_width", "mm_layers", "visual_embed")
+    BEHAVIOUR_SETTINGS = _Baseline.BEHAVIOUR_SETTINGS + ("ln_post", "mm_init", "mm_drop_path")
 
     def __init__(self, clip_model, attributes, sentences, config, vit_state: Optional[Mapping] = None):
         super().__init__(clip_model, attributes, sentences, config)
@@ -505,7 +509,7 @@ class VTBFusion(_Baseline):
             self.text_features = clip_text_features(self.clip, self.sentences, normalize=False)
         return self.text_features
 
-    def forward(self, images: torch.Tensor, return_attention: bool = False):
+    def forward(self, images: torch.Tensor, return_attention: Optional[bool] = None) -> PAROutput:
         """(B, 3, S, S) images -> PAROutput(logits (B, A), None, extras).
 
         Extras: always {}; with return_attention the explain hook (see parkit.explain.attention).
@@ -524,12 +528,12 @@ class VTBFusion(_Baseline):
         mm_input = x
         probs = None
         for i, block in enumerate(self.blocks):
-            x, p = block(x, need_attention=return_attention and i == len(self.blocks) - 1)
+            x, p = block(x, need_attention=bool(return_attention) and i == len(self.blocks) - 1)
             probs = p if p is not None else probs
         x = self.norm(x)
         logits = self.bn(self.heads(x[:, :a]).float())                      # (B, A)
         extras: dict = {}
-        if return_attention:
+        if return_attention:  # None (the contract's default) = False
             grid = self.dims.grid
             extras = {"mm_attention": probs, "mm_input": mm_input, "patch_grid": (grid, grid),
                       "token_layout": {"text": range(0, a), "cls": range(a, a + 1),
@@ -544,7 +548,7 @@ _CLASSES = {"zeroshot": ZeroShotCLIP, "linear_probe": LinearProbe, "finetune": F
 
 
 def build_baseline(kind: str, clip_model: nn.Module, attributes: Sequence[str], sentences: Sequence[str],
-                   config: Optional[PromptPARConfig] = None, **options) -> nn.Module:
+                   config: Optional[PromptPARConfig] = None, **options) -> PARModel:
     """Build a baseline model on a CLIP backbone.
 
     Args:
@@ -561,7 +565,7 @@ def build_baseline(kind: str, clip_model: nn.Module, attributes: Sequence[str], 
             blocks of that architecture).
 
     Returns:
-        The model (an `nn.Module` with the PromptPAR contract).
+        The model (a `PARModel`).
 
     Raises:
         ConfigError: unknown kind, or settings that do not fit the backbone.

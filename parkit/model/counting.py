@@ -19,6 +19,8 @@ from typing import Dict
 
 from torch import nn
 
+from parkit.model.contract import PARModel
+
 RULES = ("exact", "official")
 
 
@@ -35,7 +37,7 @@ def count_parameters(model: nn.Module, rule: str = "exact") -> Dict[str, object]
 
     Returns:
         {"trainable": int, "total": int, "percent": float (100 * trainable / total),
-        "by_group": {group name: parameters}} — for PromptPAR the groups of
+        "by_group": {group name: parameters}} — for a `PARModel` the groups of
         `model.parameter_report()`, otherwise the model's top-level children.
 
     Raises:
@@ -45,29 +47,26 @@ def count_parameters(model: nn.Module, rule: str = "exact") -> Dict[str, object]
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     params = _unique_parameters(model)
     total = sum(p.numel() for p in params)
-    report = model.parameter_report() if hasattr(model, "parameter_report") else None
-    if report is not None and report and "inert" in report[0]:
+    if isinstance(model, PARModel):
+        report = model.parameter_report()
         if rule == "official":
             trainable = sum(r["parameters"] for r in report if r["official"])
         else:
             trainable = sum(r["parameters"] - r["inert"] for r in report if r["trainable"])
         by_group = {r["group"]: r["parameters"] for r in report}
     else:
-        # Baselines and plain modules: requires_grad is the whole truth under both rules.
+        # Plain modules: requires_grad is the whole truth under both rules. Split each child into
+        # what trains and what stays frozen, named as the models' reports do, so tables and plots
+        # never present frozen weights as trainable.
         trainable = sum(p.numel() for p in params if p.requires_grad)
-        if report is not None:
-            by_group = {r["group"]: r["parameters"] for r in report}
-        else:
-            # Split each child into what trains and what stays frozen, named as PromptPAR's
-            # report does, so tables and plots never present frozen weights as trainable.
-            by_group = {}
-            for name, child in model.named_children():
-                n_train = sum(p.numel() for p in child.parameters() if p.requires_grad)
-                n_frozen = sum(p.numel() for p in child.parameters() if not p.requires_grad)
-                if n_train:
-                    by_group[name] = n_train
-                if n_frozen:
-                    by_group[f"{name} (frozen)"] = n_frozen
+        by_group = {}
+        for name, child in model.named_children():
+            n_train = sum(p.numel() for p in child.parameters() if p.requires_grad)
+            n_frozen = sum(p.numel() for p in child.parameters() if not p.requires_grad)
+            if n_train:
+                by_group[name] = n_train
+            if n_frozen:
+                by_group[f"{name} (frozen)"] = n_frozen
     return {"trainable": int(trainable), "total": int(total),
             "percent": 100.0 * trainable / total if total else 0.0, "by_group": by_group}
 

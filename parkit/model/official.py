@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from parkit.model.config import OFFICIAL_FLAGS, VIT_B16_WIDTH, ConfigError, PromptPARConfig
+from parkit.model.promptpar import PromptPAR
 
 PathLike = Union[str, os.PathLike]
 
@@ -514,7 +515,6 @@ def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional
     """
     from parkit.backbone.loading import build_clip  # noqa: PLC0415
     from parkit.model.factory import resolve_attributes  # noqa: PLC0415
-    from parkit.model.promptpar import PromptPAR  # noqa: PLC0415
 
     source = str(path)
     stubbed: List[str] = []
@@ -533,22 +533,7 @@ def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional
             f"{source} was trained with {num_attributes} attributes, but {len(sents)} were given "
             f"({attributes if isinstance(attributes, str) else 'a list'}); pass the checkpoint's dataset")
 
-    name = _backbone_name(clip_cfg, backbone, source)
-    shape_fields = set(found)
-    clashing = {k: (v, found[k]) for k, v in overrides.items() if k in shape_fields and v != found[k]
-                and k not in ("mm_init", "use_vismask", "global_token")}
-    if clashing:
-        text = "; ".join(f"{k}={v!r} but the checkpoint has {c!r}" for k, (v, c) in clashing.items())
-        raise OfficialCheckpointError(f"{source}: overrides contradict the tensors: {text}")
-    try:
-        config = PromptPARConfig.official(**found, backbone=name, image_size=clip_cfg["image_resolution"])
-    except ConfigError as exc:
-        raise OfficialCheckpointError(f"{source}: the checkpoint's settings are not valid: {exc}") from None
-    try:
-        config = config.replace(**overrides)          # unknown names raise, listing the valid ones
-    except ConfigError as exc:
-        raise OfficialCheckpointError(f"bad override for {source}: {exc}") from None
-
+    config = _official_config(found, clip_cfg, _backbone_name(clip_cfg, backbone, source), overrides, source)
     clip_model = build_clip(clip_cfg)                      # fp32, CPU; weights replaced below
     model = PromptPAR(clip_model, sents, config, attributes=names, vit_state=None)
     mapped, unmapped = official_to_parkit(clip_sd, cls_sd, num_attributes)
@@ -565,7 +550,30 @@ def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional
     return model.to(torch.device(device)).eval()
 
 
-def _load_strict(model: nn.Module, mapped: Dict[str, torch.Tensor], unmapped: List[str], source: str,
+def _official_config(found: Mapping, clip_cfg: Mapping, name: str, overrides: Mapping,
+                     source: str) -> PromptPARConfig:
+    """The compat config of a checkpoint: the settings read off its tensors, then the overrides.
+
+    Raises:
+        OfficialCheckpointError: an override contradicts the tensors, or a setting is invalid.
+    """
+    shape_fields = set(found)
+    clashing = {k: (v, found[k]) for k, v in overrides.items() if k in shape_fields and v != found[k]
+                and k not in ("mm_init", "use_vismask", "global_token")}
+    if clashing:
+        text = "; ".join(f"{k}={v!r} but the checkpoint has {c!r}" for k, (v, c) in clashing.items())
+        raise OfficialCheckpointError(f"{source}: overrides contradict the tensors: {text}")
+    try:
+        config = PromptPARConfig.official(**found, backbone=name, image_size=clip_cfg["image_resolution"])
+    except ConfigError as exc:
+        raise OfficialCheckpointError(f"{source}: the checkpoint's settings are not valid: {exc}") from None
+    try:
+        return config.replace(**overrides)          # unknown names raise, listing the valid ones
+    except ConfigError as exc:
+        raise OfficialCheckpointError(f"bad override for {source}: {exc}") from None
+
+
+def _load_strict(model: PromptPAR, mapped: Dict[str, torch.Tensor], unmapped: List[str], source: str,
                  clip_key: str) -> None:
     """Load `mapped` into `model`, listing every missing / unexpected key and every shape mismatch."""
     own = model.state_dict()
@@ -593,9 +601,7 @@ def _load_strict(model: nn.Module, mapped: Dict[str, torch.Tensor], unmapped: Li
     if problems:
         raise OfficialCheckpointError(f"{source}: shapes differ:\n  " + "\n  ".join(problems))
     model.load_state_dict(mapped, strict=True)
-    text = getattr(model, "text", None)
-    if text is not None and hasattr(text, "clear_cache"):
-        text.clear_cache()
+    model.text.clear_cache()
 
 
 # Behaviour settings with which the official code computes the same function (spec §14).
@@ -632,10 +638,10 @@ def export_official_checkpoint(model: nn.Module, path: PathLike, *, legacy_names
         UserWarning: the model's behaviour settings differ from the official ones, so the official
         code would compute different logits from the same tensors.
     """
-    config = getattr(model, "config", None)
-    if config is None or getattr(config, "kind", None) != "promptpar":
+    if not isinstance(model, PromptPAR):
         raise OfficialCheckpointError("export_official_checkpoint needs a PromptPAR model (create_model "
                                       "preset 'promptpar-*' or load_official_checkpoint)")
+    config = model.config
     if not config.use_mm_former:
         raise OfficialCheckpointError("the official classifier always has the MM-former; this model has "
                                       "use_mm_former=False, which has no official layout")

@@ -1,8 +1,10 @@
 """The PromptPAR model: prompted visual encoder + prompted text encoder + GL branch + fusion classifier.
 
-`PromptPAR` wires the parts of spec §3 together and owns everything the trainer and notebooks use:
-the explicit trainable groups (spec §7, §9: "prompt" and "fusion" optimisers), the trainable
-state dict with strict loading that names the differing setting, and the parameter report.
+`PromptPAR` wires the parts of spec §3 together and implements the model contract
+(`parkit.model.contract.PARModel`): the explicit trainable groups (spec §7, §9: "prompt" and
+"fusion" optimisers), the keys of the trainable state and the tables that name the setting behind a
+mismatched checkpoint (saving and strict loading themselves live in `PARModel`), and the parameter
+report.
 
 Module tree (state-dict prefixes) and the official names they correspond to (spec §7, the layout
 in `official_layout_peta_vitl14.json`):
@@ -19,103 +21,24 @@ in `official_layout_peta_vitl14.json`):
 """
 from __future__ import annotations
 
-import fnmatch
-from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
 from parkit.model.config import ConfigError, PromptPARConfig, backbone_dims, resolve
+from parkit.model.contract import CONFIG_KEY, PARModel, PAROutput, StateDictMismatch
 from parkit.model.fusion import FusionHead, build_mm_blocks
 from parkit.model.similarity import GlobalLocalSimilarity
 from parkit.model.text import PromptedTextEncoder
 from parkit.model.visual import PromptedVisualEncoder
 
-CONFIG_KEY = "__config__"
+# PAROutput, StateDictMismatch and CONFIG_KEY are defined with the contract; importing them from
+# here keeps working.
+__all__ = ["PromptPAR", "PAROutput", "StateDictMismatch", "CONFIG_KEY"]
 
 
-@dataclass
-class PAROutput:
-    """What every parkit model returns.
-
-    Attributes:
-        logits: (B, A) main attribute logits (sigmoid -> probability).
-        aux_logits: (B, A) logits of the global-local similarity branch, or None.
-        extras: optional tensors, e.g. attention maps when `return_attention` is set.
-    """
-
-    logits: torch.Tensor
-    aux_logits: Optional[torch.Tensor] = None
-    extras: dict = field(default_factory=dict)
-
-
-class StateDictMismatch(ValueError):
-    """A trainable state dict from another configuration; the message names the differing setting."""
-
-
-# Which setting each dimension of a trainable tensor depends on (for mismatch messages).
-_DIMENSION_SETTINGS: List[Tuple[str, Tuple[str, ...]]] = [
-    ("visual.prompt_deep", ("vis_depth", "vis_prompt", "backbone vision width")),
-    ("visual.part_class_embedding", ("div_num", "backbone vision width")),
-    ("text.prompt_text_deep", ("backbone text layers", "text_prompt", "attribute count", "backbone text width")),
-    ("gl.agg_bn.*", ("attribute count",)),
-    ("fusion.word_embed.weight", ("fusion_width", "backbone embedding width")),
-    ("fusion.visual_embed.weight", ("fusion_width", "backbone embedding width")),
-    ("fusion.token_mixer.weight", ("attribute count", "attribute count + visual tokens (vis_prompt, div_num, grid)")),
-    ("fusion.token_mixer.bias", ("attribute count",)),
-    ("fusion.heads.weight", ("attribute count", "fusion_width")),
-    ("fusion.heads.bias", ("attribute count",)),
-    ("fusion.bn.*", ("attribute count",)),
-    ("fusion.*", ("fusion_width",)),
-]
-
-# Which setting decides whether a key exists at all (for missing/unexpected-key messages).
-_KEY_SETTINGS: List[Tuple[str, str]] = [
-    ("visual.prompt_deep", "vis_prompt (0 = no visual prompts)"),
-    ("visual.part_class_embedding", "use_div"),
-    ("text.prompt_text_deep", "use_textprompt"),
-    ("gl.*", "use_gl"),
-    ("fusion.visual_embed.*", "visual_embed / train_visual_embed"),
-    ("fusion.token_mixer.*", "use_mm_former"),
-    ("fusion.blocks.*.norm*", "use_mm_former / mm_layers / train_mm_norms"),
-    ("fusion.blocks.*", "use_mm_former / mm_layers / mm_init ('random' blocks are saved)"),
-]
-
-# Settings that change tensor shapes or the set of saved tensors: a checkpoint must agree on them.
-SHAPE_SETTINGS = ("backbone", "vis_prompt", "vis_depth", "use_div", "div_num", "use_textprompt",
-                  "text_prompt", "use_gl", "use_mm_former", "mm_layers", "fusion_width", "visual_embed",
-                  "train_visual_embed", "train_mm_norms", "num_attributes")
-# Settings that only change behaviour: a checkpoint loads, but results may differ.
-BEHAVIOUR_SETTINGS = ("text_prompt_placement", "ln_post", "global_token", "gl_aggregation", "gl_softmax",
-                      "ag_threshold", "normalization", "use_vismask", "overlap_row", "mm_init",
-                      "mm_drop_path", "sentences")
-
-
-def _explain_key(key: str) -> str:
-    for pattern, setting in _KEY_SETTINGS:
-        if fnmatch.fnmatchcase(key, pattern):
-            return setting
-    return "the model kind or backbone"
-
-
-def _explain_shape(key: str, model_shape: Tuple[int, ...], ckpt_shape: Tuple[int, ...]) -> str:
-    names: Tuple[str, ...] = ()
-    for pattern, dims in _DIMENSION_SETTINGS:
-        if fnmatch.fnmatchcase(key, pattern):
-            names = dims
-            break
-    if len(model_shape) != len(ckpt_shape):
-        return f"the tensors have different ranks (checkpoint {ckpt_shape}, model {model_shape})"
-    parts = []
-    for i, (m, c) in enumerate(zip(model_shape, ckpt_shape)):
-        if m != c:
-            label = names[i] if i < len(names) else f"dimension {i}"
-            parts.append(f"{label} differs (checkpoint {c}, model {m})")
-    return "; ".join(parts)
-
-
-class PromptPAR(nn.Module):
+class PromptPAR(PARModel):
     """PromptPAR (spec §1-7): frozen CLIP with visual/text prompts, region masks, GL branch and fusion.
 
     Build it with `parkit.model.create_model`; the constructor takes an already loaded CLIP.
@@ -133,6 +56,44 @@ class PromptPAR(nn.Module):
         attributes, sentences: the attribute names and sentences, in logit order.
         return_attention: when True, forward() also returns attention maps in `extras`.
     """
+
+    # Strict-loading tables (parkit.model.strict_load).
+    # Settings that change tensor shapes or the set of saved tensors: a checkpoint must agree on them.
+    SHAPE_SETTINGS = ("kind", "backbone", "vis_prompt", "vis_depth", "use_div", "div_num", "use_textprompt",
+                      "text_prompt", "use_gl", "use_mm_former", "mm_layers", "fusion_width", "visual_embed",
+                      "train_visual_embed", "train_mm_norms", "num_attributes")
+    # Settings that only change behaviour: a checkpoint loads, but results may differ.
+    BEHAVIOUR_SETTINGS = ("text_prompt_placement", "ln_post", "global_token", "gl_aggregation", "gl_softmax",
+                          "ag_threshold", "normalization", "use_vismask", "overlap_row", "mm_init",
+                          "mm_drop_path", "sentences")
+    # Which setting decides whether a key exists at all (missing/unexpected keys).
+    KEY_SETTINGS = (
+        ("visual.prompt_deep", "vis_prompt (0 = no visual prompts)"),
+        ("visual.part_class_embedding", "use_div"),
+        ("text.prompt_text_deep", "use_textprompt"),
+        ("gl.*", "use_gl"),
+        ("fusion.visual_embed.*", "visual_embed / train_visual_embed"),
+        ("fusion.token_mixer.*", "use_mm_former"),
+        ("fusion.blocks.*.norm*", "use_mm_former / mm_layers / train_mm_norms"),
+        ("fusion.blocks.*", "use_mm_former / mm_layers / mm_init ('random' blocks are saved)"),
+    )
+    # Which setting each dimension of a trainable tensor depends on (shape mismatches).
+    DIMENSION_SETTINGS = (
+        ("visual.prompt_deep", ("vis_depth", "vis_prompt", "backbone vision width")),
+        ("visual.part_class_embedding", ("div_num", "backbone vision width")),
+        ("text.prompt_text_deep", ("backbone text layers", "text_prompt", "attribute count",
+                                   "backbone text width")),
+        ("gl.agg_bn.*", ("attribute count",)),
+        ("fusion.word_embed.weight", ("fusion_width", "backbone embedding width")),
+        ("fusion.visual_embed.weight", ("fusion_width", "backbone embedding width")),
+        ("fusion.token_mixer.weight", ("attribute count",
+                                       "attribute count + visual tokens (vis_prompt, div_num, grid)")),
+        ("fusion.token_mixer.bias", ("attribute count",)),
+        ("fusion.heads.weight", ("attribute count", "fusion_width")),
+        ("fusion.heads.bias", ("attribute count",)),
+        ("fusion.bn.*", ("attribute count",)),
+        ("fusion.*", ("fusion_width",)),
+    )
 
     def __init__(self, clip_model: nn.Module, sentences: Sequence[str], config: PromptPARConfig,
                  attributes: Optional[Sequence[str]] = None, vit_state: Optional[Mapping] = None):
@@ -173,27 +134,6 @@ class PromptPAR(nn.Module):
     # -----------------------------------------------------------------------------------------
     # Facts
     # -----------------------------------------------------------------------------------------
-    @property
-    def attributes(self) -> List[str]:
-        return list(self._attributes)
-
-    @property
-    def sentences(self) -> List[str]:
-        return list(self._sentences)
-
-    @property
-    def num_attributes(self) -> int:
-        return len(self._sentences)
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
-
-    @property
-    def normalization(self) -> str:
-        """"official" (mean = std = 0.5) or "clip"; see `config.normalization_stats`."""
-        return self.config.normalization
-
     @property
     def layout(self):
         """The visual `TokenLayout` (token indices of CLS, parts, prompts, patches)."""
@@ -341,7 +281,7 @@ class PromptPAR(nn.Module):
     # -----------------------------------------------------------------------------------------
     # Checkpoints
     # -----------------------------------------------------------------------------------------
-    def _state_keys(self) -> List[str]:
+    def trainable_state_keys(self) -> List[str]:
         """Keys of the trainable state: trained tensors, BN statistics, and frozen tensors that no
         pretrained file can restore (a frozen random visual_embed; MM blocks with mm_init='random')."""
         keys: List[str] = []
@@ -358,93 +298,8 @@ class PromptPAR(nn.Module):
             keys.extend(n for n in named if n.startswith("fusion.blocks.") and n not in keys)
         return keys
 
-    def config_dict(self) -> dict:
-        """The config as a plain dict plus the attribute facts (for checkpoints)."""
-        return {**self.config.to_dict(), "num_attributes": self.num_attributes,
-                "attributes": self.attributes, "sentences": self.sentences}
-
-    def check_compatible(self, config_dict: Mapping) -> List[str]:
-        """Check that a checkpoint's `config_dict()` fits this model.
-
-        Args:
-            config_dict: the dict saved with the checkpoint.
-
-        Returns:
-            Human-readable differences that do not prevent loading (behaviour settings, sentences).
-
-        Raises:
-            StateDictMismatch: a setting that changes tensor shapes differs; all of them are named.
-        """
-        mine = self.config_dict()
-        shape_diffs = [f"{k} (checkpoint {config_dict[k]!r}, model {mine[k]!r})"
-                       for k in SHAPE_SETTINGS if k in config_dict and config_dict[k] != mine[k]]
-        if shape_diffs:
-            raise StateDictMismatch(
-                "the checkpoint was trained with another configuration; these settings differ: "
-                + "; ".join(shape_diffs)
-                + ". Build the model with the checkpoint's settings (create_model(..., **overrides)).")
-        return [f"{k}: checkpoint {config_dict[k]!r}, model {mine[k]!r}"
-                for k in BEHAVIOUR_SETTINGS if k in config_dict and config_dict[k] != mine[k]]
-
-    def trainable_state_dict(self, include_config: bool = False) -> Dict[str, torch.Tensor]:
-        """Trained tensors + BatchNorm running statistics (+ frozen tensors that only this model has).
-
-        Args:
-            include_config: also store `config_dict()` under the key "__config__", so that
-                `load_trainable_state_dict` can name differing settings directly.
-
-        Returns:
-            {name: tensor} (detached copies), a few MB even for ViT-L/14.
-        """
-        state = self.state_dict()
-        out: Dict = {k: state[k].detach().clone() for k in self._state_keys()}
-        if include_config:
-            out[CONFIG_KEY] = self.config_dict()
-        return out
-
-    def load_trainable_state_dict(self, state_dict: Mapping, strict: bool = True) -> List[str]:
-        """Load a `trainable_state_dict()`, strictly.
-
-        Args:
-            state_dict: as saved; may carry "__config__".
-            strict: refuse missing or unexpected keys (always refuses shape mismatches).
-
-        Returns:
-            Behavioural differences reported by `check_compatible` (empty when none or unknown).
-
-        Raises:
-            StateDictMismatch: keys or shapes differ; the message names the responsible setting
-                (attribute count, prompt length, vis_depth, backbone width, ...).
-        """
-        state = dict(state_dict)
-        notes: List[str] = []
-        if CONFIG_KEY in state:
-            notes = self.check_compatible(state.pop(CONFIG_KEY))
-        expected = self._state_keys()
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        if strict and (missing or unexpected):
-            lines = []
-            for k in unexpected:
-                lines.append(f"the checkpoint has {k!r}, this model does not (setting: {_explain_key(k)})")
-            for k in missing:
-                lines.append(f"this model needs {k!r}, the checkpoint lacks it (setting: {_explain_key(k)})")
-            raise StateDictMismatch(
-                "the checkpoint comes from another configuration:\n  " + "\n  ".join(lines[:12])
-                + ("\n  ..." if len(lines) > 12 else ""))
-        own = self.state_dict()
-        problems = []
-        for k in expected:
-            if k in state and tuple(state[k].shape) != tuple(own[k].shape):
-                problems.append(f"{k}: {_explain_shape(k, tuple(own[k].shape), tuple(state[k].shape))}")
-        if problems:
-            raise StateDictMismatch("the checkpoint's tensors do not fit this model:\n  " + "\n  ".join(problems))
-        with torch.no_grad():
-            for k in expected:
-                if k in state:
-                    own[k].copy_(state[k])
-        self.text.clear_cache()
-        return notes
+    def _after_load(self) -> None:
+        self.text.clear_cache()  # cached text features depend on the loaded text prompts
 
     # -----------------------------------------------------------------------------------------
     # Reporting

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from parkit.model.geometry import visual_mask
-from parkit.model.promptpar import PAROutput
+from parkit.model.promptpar import PAROutput, PromptPAR
 
 ATTENTION_MODES = ("explicit", "module")
 
@@ -123,7 +123,7 @@ class ReferencePromptPAR(nn.Module):
         super().__init__()
         if attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
-        if not all(hasattr(model, name) for name in ("visual", "text", "fusion", "config")):
+        if not isinstance(model, PromptPAR):
             raise ValueError(f"ReferencePromptPAR wraps a parkit PromptPAR (create_model('promptpar-...')), "
                              f"got {type(model).__name__}")
         self.attention = attention

@@ -104,13 +104,12 @@ def config_dict(config) -> Dict[str, Any]:
 
 def model_identity(model) -> Dict[str, Any]:
     """What defines a model's tensors: config, attributes, sentences, input handling."""
-    cfg = getattr(model, "config", None)
     return {
-        "config": config_dict(cfg),
-        "attributes": list(getattr(model, "attributes", [])),
-        "sentences": list(getattr(model, "sentences", [])),
-        "image_size": _plain(getattr(model, "image_size", None)),
-        "normalization": getattr(model, "normalization", None),
+        "config": config_dict(model.config),
+        "attributes": list(model.attributes),
+        "sentences": list(model.sentences),
+        "image_size": _plain(model.image_size),
+        "normalization": model.normalization,
     }
 
 

@@ -340,7 +340,7 @@ def _resolve_model(model_or_preset, dataset, pretrained, device, model_options):
     model = model_or_preset
     if model_options:
         raise ValueError("model_options only apply when train() builds the model from a preset")
-    attrs = list(getattr(model, "attributes", []))
+    attrs = list(model.attributes)
     if attrs != list(dataset.attributes):
         diff = ckpt_io.describe_differences({"attributes": attrs},
                                             {"attributes": list(dataset.attributes)})

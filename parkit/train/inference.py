@@ -109,7 +109,7 @@ def evaluate(model, dataset, split: str = "test", *, root=None, batch_size: int 
         dataset = load_dataset(dataset, root)
     device = ckpt_io.resolve_device(device)
     model = _resolve_model(model, device, official, dataset, backbone, trust)
-    if list(getattr(model, "attributes", dataset.attributes)) != list(dataset.attributes):
+    if list(model.attributes) != list(dataset.attributes):
         diffs = ckpt_io.describe_differences({"attributes": list(model.attributes)},
                                              {"attributes": list(dataset.attributes)})
         raise ValueError(f"the model's attributes differ from {dataset.name}'s: {'; '.join(diffs)} "

@@ -31,6 +31,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from parkit.explain.plotting import REGION_COLORS, array_to_png, draw_stripes, overlay, to_display_image
+from parkit.model.config import PromptPARConfig
+from parkit.model.contract import PARModel
+from parkit.model.promptpar import PromptPAR
 
 DEFAULT_THRESHOLD = 0.45  # spec §3.5 step 8 / §10: positive when p > 0.45
 
@@ -284,14 +287,14 @@ class AttributeExplorer:
         self.split = split
         self.attributes = list(dataset.attributes)
         self.regions = list(getattr(dataset, "regions", []) or []) or None
-        model_attrs = list(getattr(model, "attributes", None) or []) if model is not None else []
+        model_attrs = list(model.attributes) if model is not None else []
         if model_attrs and model_attrs != self.attributes:
             raise ValueError(f"the model predicts {len(model_attrs)} attributes that differ from the dataset's "
                              f"{len(self.attributes)} ({dataset.name}); build the model with "
                              f"create_model(..., attributes=dataset.attributes, sentences=dataset.sentences)")
         self.device = torch.device(device) if device is not None else _model_device(model)
-        self.image_size = _side(image_size or getattr(model, "image_size", None) or 224)
-        self.normalization = normalization or getattr(model, "normalization", None) or "official"
+        self.image_size = _side(image_size or (model.image_size if model is not None else 224))
+        self.normalization = normalization or (model.normalization if model is not None else "official")
 
         rows = dataset.split_indices(split)
         if max_images is not None:
@@ -583,20 +586,18 @@ class AttributeExplorer:
     @property
     def grid_rows(self) -> int:
         """Patch rows of the model's grid (`model.layout`), else the official 16 (spec §3.1)."""
-        layout = getattr(self.model, "layout", None)
-        return int(layout.grid_rows) if hasattr(layout, "grid_rows") else 16
+        return int(self.model.layout.grid_rows) if isinstance(self.model, PromptPAR) else 16
 
     @property
     def stripes(self):
         """Inclusive (first, last) patch rows of each part token's stripe: the model's own
         (`model.stripes`), else the official geometry on `grid_rows` (spec §4.1)."""
-        rows = getattr(self.model, "stripes", None)
-        if rows:
-            return [tuple(r) for r in rows]
+        if isinstance(self.model, PromptPAR) and self.model.stripes:
+            return [tuple(r) for r in self.model.stripes]
         from parkit.model.geometry import stripe_rows
 
-        cfg = getattr(self.model, "config", None)
-        return list(stripe_rows(self.grid_rows, getattr(cfg, "div_num", 4), getattr(cfg, "overlap_row", 2)))
+        cfg = self.model.config if isinstance(self.model, PARModel) else PromptPARConfig()  # official geometry
+        return list(stripe_rows(self.grid_rows, cfg.div_num, cfg.overlap_row))
 
     # -- display --------------------------------------------------------------------------------
 
