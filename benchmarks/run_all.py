@@ -440,12 +440,28 @@ def render(res: Dict[str, dict], info: dict, started: str, wall: float, loads: L
                   "probabilities, logits. PyTorch runs the same model in eval mode with its text cache.", ""]
         for preset, rows in onnx_rows:
             parts.append(render_onnx(preset, rows))
-    parts += ["## Notes", "", NOTES.format(policy=policy)]
+    parts += [REFERENCE_SHARES, "## Notes", "", NOTES.format(policy=policy)]
     errors = [f"- {k}: {v['error']}" for k, v in res.items() if isinstance(v, dict) and "error" in v]
     if errors:
         parts += ["", "Failures in this run:", *errors]
     return "\n".join(parts).rstrip() + "\n"
 
+
+REFERENCE_SHARES = """## What the reference shares with parkit
+
+The reference wraps a built parkit model, so both compute with the same tensors: CLIP's modules
+(the `clip` package's blocks, LayerNorms and projections), parkit's prompts, part tokens, GL
+temperature and `agg_bn`, `word_embed` / `visual_embed`, the MM-former blocks' weights, `norm`,
+`bn`, and a copy of the stacked head weights split into A separate `Linear(W, 1)`. It also reads
+settings: config fields, and each MM block's DropPath rate. It does not use parkit's model code:
+the token layout, stripes, stripe mask and region rows (spec §3.2, §4), the global-local
+probabilities and aggregation (§3.4), the MM-former attention, MLP, activation and DropPath
+(§3.5), and the per-attribute heads are computed in `parkit/model/reference.py` itself, and the
+sentences are tokenized again with CLIP's tokenizer. The only parkit name it imports is the output
+type `PAROutput` (checked in `tests/test_reference_mode.py`). A wrong mask, region row, temperature
+use or head in parkit therefore makes the two disagree; the independent plain-torch reference that
+checks parkit's function is `tests/reference_promptpar.py` (official and clean settings).
+"""
 
 NOTES = """- Timings are medians of interleaved repetitions (parkit, reference, parkit, ...) after one
   warm-up each, in one process per preset; peak RSS is the process's high-water mark during the

@@ -31,6 +31,10 @@ official function counts positives as ``gt == 1`` and negatives as ``gt == 0`` e
 With an ignore mask (or ``ignore="auto"``, which ignores every raw value other than 0 and 1),
 ignored entries are removed from both label-based and instance-based counts: the clean protocol
 that matches the training loss (spec §8 excludes them too).
+
+Two helpers for scores that are not probabilities (a CLIP's zero-shot similarities):
+`fit_thresholds` fits one balanced-accuracy-optimal threshold per attribute, and `mean_auc` is
+the threshold-free mean ROC-AUC.
 """
 from __future__ import annotations
 
@@ -188,3 +192,94 @@ def per_attribute_table(gt, probs, attributes: Optional[Sequence[str]] = None,
         "pos_recall": m["label_pos_recall"], "neg_recall": m["label_neg_recall"],
         "mA": m["label_mA"], "precision": m["label_prec"], "F1": m["label_f1"],
     }, index=pd.Index(names, name="attribute"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Threshold-free and threshold-fitting helpers (zero-shot evaluation of a CLIP's scores)
+# ---------------------------------------------------------------------------------------------
+def _check_scores(scores, labels, name: str):
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    if scores.ndim != 2 or scores.shape != labels.shape:
+        raise ValueError(
+            f"{name} needs scores and labels of the same (N, A) shape, got scores {scores.shape} and "
+            f"labels {labels.shape}; pass one row per image and one column per attribute")
+    return scores, labels
+
+
+def fit_thresholds(scores, labels) -> np.ndarray:
+    """Per-attribute threshold that maximises the balanced accuracy (mA) on the given rows.
+
+    Args:
+        scores: (N, A) scores; a prediction is positive when score > threshold.
+        labels: (N, A) raw labels; 1 positive, 0 negative, anything else ignored.
+
+    Returns:
+        (A,) thresholds. A cut falls halfway between two adjacent distinct scores. An attribute
+        without positives (or negatives) gets a threshold above (below) every score, the best
+        choice for it; one whose labels are all unknown gets +inf (predict negative).
+
+    Raises:
+        ValueError: scores and labels are not two arrays of the same (N, A) shape.
+    """
+    scores, labels = _check_scores(scores, labels, "fit_thresholds")
+    thresholds = np.empty(scores.shape[1])
+    for j in range(scores.shape[1]):
+        s, y = scores[:, j], labels[:, j]
+        keep = (y == 0) | (y == 1)
+        s, pos = s[keep], y[keep] == 1
+        n_pos, n_neg = pos.sum(), (~pos).sum()
+        if not keep.any():  # every label unknown: nothing to fit, predict negative
+            thresholds[j] = np.inf
+            continue
+        if n_pos == 0 or n_neg == 0:
+            thresholds[j] = (s.max() + 1.0) if n_pos == 0 else (s.min() - 1.0)
+            continue
+        order = np.argsort(-s, kind="stable")  # descending
+        s_sorted, pos_sorted = s[order], pos[order]
+        # Predicting the top k as positive: tp(k) = cumsum(pos), tn(k) = n_neg - cumsum(neg).
+        tp = np.concatenate([[0], np.cumsum(pos_sorted)])
+        fp = np.concatenate([[0], np.cumsum(~pos_sorted)])
+        balanced = (tp / n_pos + (n_neg - fp) / n_neg) / 2  # (N+1,) for k = 0..N
+        # A cut is only possible between distinct scores.
+        valid = np.ones_like(balanced, dtype=bool)
+        valid[1:-1] = s_sorted[:-1] != s_sorted[1:]
+        k = int(np.argmax(np.where(valid, balanced, -1)))
+        if k == 0:
+            thresholds[j] = s_sorted[0] + 1e-6
+        elif k == len(s_sorted):
+            thresholds[j] = s_sorted[-1] - 1e-6
+        else:
+            thresholds[j] = (s_sorted[k - 1] + s_sorted[k]) / 2
+    return thresholds
+
+
+def mean_auc(scores, labels) -> float:
+    """Mean over attributes of the ROC-AUC, the chance that a positive outscores a negative.
+
+    Ties count one half (the Mann-Whitney U statistic). Labels other than 0 and 1 are ignored;
+    an attribute without a positive or without a negative is skipped.
+
+    Args:
+        scores: (N, A) scores, higher = more likely positive.
+        labels: (N, A) raw labels; 1 positive, 0 negative, anything else ignored.
+
+    Returns:
+        The mean AUC in [0, 1], or NaN when no attribute has both classes.
+
+    Raises:
+        ValueError: scores and labels are not two arrays of the same (N, A) shape.
+    """
+    from scipy.stats import rankdata  # noqa: PLC0415 (scipy is only needed here; keeps the import light)
+
+    scores, labels = _check_scores(scores, labels, "mean_auc")
+    aucs = []
+    for j in range(scores.shape[1]):
+        y = labels[:, j]
+        keep = (y == 0) | (y == 1)
+        s, pos = scores[keep, j], y[keep] == 1
+        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+        if n_pos and n_neg:
+            ranks = rankdata(s)  # average ranks: ties count one half
+            aucs.append((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(aucs)) if aucs else float("nan")

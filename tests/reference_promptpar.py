@@ -1,23 +1,36 @@
-"""An independent, functional re-statement of the *official* PromptPAR forward pass (tests only).
+"""An independent, functional re-statement of the PromptPAR forward pass (tests only).
 
-This file exists so that `parkit.load_official_checkpoint` can be proved to compute the official
-code's logits. It is written directly from the method reference (spec §3-§6, §14) as plain torch
-functions over the two official state dicts, with no `nn.Module` and nothing imported from
-`parkit`: a mistake in parkit's modules cannot hide behind the same mistake here.
+This file exists so that parkit's model can be proved to compute PromptPAR's logits, both with
+the official code's behaviour (`load_official_checkpoint`) and with parkit's clean defaults. It is
+written directly from the method reference (spec §3-§6, §14) as plain torch functions over the two
+official state dicts, with no `nn.Module` and nothing imported from `parkit`: a mistake in
+parkit's modules cannot hide behind the same mistake here.
 
-What it reproduces, deliberately including the official quirks that the released checkpoints
-were trained with (spec §14):
+What it computes (spec §3), with the four settings in which the official code and the clean
+behaviour differ chosen by a `Behaviour` (`OFFICIAL` or `CLEAN`, spec §14):
 
 - image branch (spec §3.2): patch conv, CLS, positional embedding, part tokens inserted *after*
   the positional embedding, `ln_pre`, deep prompts inserted at layer 0 (one group after each class
   token) and overwritten at layers 1..vis_depth-1, the additive stripe mask in every layer (spec
-  §4, official hard-coded stripes), CLIP residual blocks with QuickGELU, **no `ln_post`**, `proj`;
-- region tokens = rows {1, m+1, 2(m+1), ...}: row 1 is the first *global prompt*, not CLS (§14.2);
-- text branch (spec §3.3, §6): deep text prompts appended after position 76 (inert under the
-  causal mask), EOT pooling, `text_projection`;
+  §4), CLIP residual blocks with QuickGELU, then `proj` on every token;
+  - stripes: the official hard-coded ones (16x16 grid, 4 regions, spec §4.1) or the derived rule
+    of spec §4.4 (start_k = start_{k-1} + rows_{k-1} - overlap_row, counts from div_num);
+  - `ln_post` before `proj`: skipped by the official code (§14.5), applied by the clean one;
+- region tokens: the global row then the part tokens at k(1+m). The global row is row 1, the
+  first *global prompt*, in the official code (§14.2) and row 0, the CLS, in the clean one;
+- text branch (spec §3.3, §6): CLIP text transformer, EOT pooling, `text_projection`, with the
+  deep text prompts (layers, n, A, width) placed either
+  - "appended" (official): after position 76 under the causal mask, hence inert; or
+  - "after_sot" (clean, spec §6 (b) / §14.1 leave the exact placement open; this is the
+    placement parkit documents for `text_prompt_placement="effective"`): the n prompts of layer
+    0 are inserted at positions 1..n right after SOT and carry no positional embedding; the real
+    tokens keep their own positional embeddings and move n places right; the sequence keeps the
+    context length by dropping its last n (padding) slots; every later layer overwrites
+    positions 1..n with its own prompts; the EOT token is pooled at its shifted position;
 - global-local branch (spec §3.4): cosine x exp(logit_scale), softmax over attributes with
-  temperature, max/min aggregation that keeps only the **last sample** of the batch (§14.3),
-  `agg_bn` in eval mode;
+  temperature, max/min aggregation over the part regions with a threshold, then `agg_bn` in eval
+  mode. The official code keeps only the **last sample** of the batch's aggregation and adds it to
+  every sample (§14.3); the clean one aggregates each sample separately;
 - fusion (spec §3.5): `word_embed`, `vis_embed`/`visual_embed`, concatenation [text; visual],
   timm ViT blocks (exact GELU, LayerNorm eps 1e-6, qkv bias), final norm, one Linear(width, 1)
   per attribute, `bn` in eval mode.
@@ -253,7 +266,36 @@ def _bn_eval(x: torch.Tensor, sd: Dict[str, torch.Tensor], p: str, eps: float = 
 
 
 # ---------------------------------------------------------------------------------------------
-# The stripe mask (spec §4): the official, hard-coded geometry
+# Official and clean behaviour (spec §14)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Behaviour:
+    """The settings in which the released code and a clean implementation compute differently.
+
+    Attributes:
+        text_prompts: "appended" (after position 76, inert: spec §6, §14.1) or "after_sot"
+            (positions 1..n after SOT, where they change the text features).
+        ln_post: apply CLIP's `ln_post` before `proj` (the official code skips it, §14.5).
+        global_row: "first_prompt" (row 1, the official bug, §14.2) or "cls" (row 0).
+        aggregation: "last_sample" (the official bug, §14.3) or "per_sample".
+        stripes: "official" (hard-coded for 16x16 and 4 regions, §4.1) or "derived" (§4.4's rule).
+    """
+
+    text_prompts: str
+    ln_post: bool
+    global_row: str
+    aggregation: str
+    stripes: str
+
+
+OFFICIAL = Behaviour(text_prompts="appended", ln_post=False, global_row="first_prompt",
+                     aggregation="last_sample", stripes="official")
+CLEAN = Behaviour(text_prompts="after_sot", ln_post=True, global_row="cls", aggregation="per_sample",
+                  stripes="derived")
+
+
+# ---------------------------------------------------------------------------------------------
+# The stripe mask (spec §4)
 # ---------------------------------------------------------------------------------------------
 # Official stripes for a 16x16 grid, div_num 4, overlap_row 2 (spec §4.1): patch-row starts
 # 0, 3, 7, 11 (token offsets 0/48/112/176) and row counts 5, 6, 6, 5.
@@ -261,55 +303,117 @@ OFFICIAL_STRIPE_STARTS = (0, 3, 7, 11)
 OFFICIAL_STRIPE_ROWS = (5, 6, 6, 5)
 
 
-def official_visual_mask(vis_prompt: int, grid: int = 16, div_num: int = 4) -> torch.Tensor:
+def derived_stripes(grid: int, div_num: int, overlap_row: int) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Stripe starts and row counts from the rule of spec §4.1 / §4.4.
+
+    Rows: base = grid // div_num + overlap_row // 2 for the first and the last stripe, base +
+    overlap_row // 2 for the middle ones; start_0 = 0, start_k = start_{k-1} + rows_{k-1} -
+    overlap_row. The spec does not say what to do when the last stripe does not end exactly on the
+    last patch row, so such grids are refused here.
+
+    Returns:
+        (starts, rows), one entry per stripe.
+    """
+    if div_num < 2:
+        raise ValueError("the stripe rule of spec §4.1 needs at least two regions")
+    base = grid // div_num + overlap_row // 2
+    rows = [base] + [base + overlap_row // 2] * (div_num - 2) + [base]
+    starts = [0]
+    for k in range(1, div_num):
+        starts.append(starts[k - 1] + rows[k - 1] - overlap_row)
+    if starts[-1] + rows[-1] != grid:
+        raise ValueError(f"the spec's stripe rule does not end on the last row for grid {grid}, "
+                         f"div_num {div_num}, overlap_row {overlap_row}: choose another test geometry")
+    return tuple(starts), tuple(rows)
+
+
+def stripe_mask(vis_prompt: int, grid: int, div_num: int, starts: Tuple[int, ...],
+                rows: Tuple[int, ...]) -> torch.Tensor:
     """The additive (L, L) visual attention mask of spec §4.2, L = 1 + div_num + P + grid^2.
 
     Query rows of the global group (CLS and its prompts) and of the patches see everything; the
-    rows of part k (its token and its prompts) see only their own group and the patches of stripe k.
+    rows of part k (its token and its prompts) see only their own group and the patches of stripe k
+    (patch rows starts[k-1] .. starts[k-1] + rows[k-1] - 1).
     """
-    if grid != 16 or div_num != 4:
-        raise ValueError("the official stripes are hard-coded for a 16x16 grid and div_num 4 (spec §4.4)")
     K = div_num + 1
     m = vis_prompt // K                        # prompts per group
-    prefix = K * (1 + m)                       # class tokens + prompts = P + 5
+    prefix = K * (1 + m)                       # class tokens + prompts
     L = prefix + grid * grid
     mask = torch.zeros(L, L)
     for k in range(1, K):
-        rows = slice(k * (1 + m), (k + 1) * (1 + m))          # part token k and its prompts
+        group = slice(k * (1 + m), (k + 1) * (1 + m))         # part token k and its prompts
         allowed = torch.zeros(L, dtype=torch.bool)
-        allowed[rows] = True
-        start = prefix + OFFICIAL_STRIPE_STARTS[k - 1] * grid
-        allowed[start: start + OFFICIAL_STRIPE_ROWS[k - 1] * grid] = True
-        mask[rows] = torch.where(allowed, 0.0, float("-inf"))
+        allowed[group] = True
+        start = prefix + starts[k - 1] * grid
+        allowed[start: start + rows[k - 1] * grid] = True
+        mask[group] = torch.where(allowed, 0.0, float("-inf"))
     return mask
 
 
+def official_visual_mask(vis_prompt: int, grid: int = 16, div_num: int = 4) -> torch.Tensor:
+    """The official code's mask: the hard-coded stripes, valid only for 16x16 and 4 regions (§4.4)."""
+    if grid != 16 or div_num != 4:
+        raise ValueError("the official stripes are hard-coded for a 16x16 grid and div_num 4 (spec §4.4)")
+    return stripe_mask(vis_prompt, grid, div_num, OFFICIAL_STRIPE_STARTS, OFFICIAL_STRIPE_ROWS)
+
+
+def derived_visual_mask(vis_prompt: int, grid: int, div_num: int, overlap_row: int) -> torch.Tensor:
+    """The mask with the derived stripes of spec §4.4 (equal to the official one for 16 / 4 / 2)."""
+    return stripe_mask(vis_prompt, grid, div_num, *derived_stripes(grid, div_num, overlap_row))
+
+
 # ---------------------------------------------------------------------------------------------
-# The official forward pass
+# The forward pass
 # ---------------------------------------------------------------------------------------------
+def text_features(clip_sd: Dict[str, torch.Tensor], tokens: torch.Tensor, text_heads: int,
+                  placement: str = "appended") -> torch.Tensor:
+    """Text branch of spec §3.3 with deep text prompts. tokens: (A, 77) -> (A, E).
+
+    Args:
+        placement: "appended" (official, inert) or "after_sot" (see the module docstring).
+    """
+    if placement not in ("appended", "after_sot"):
+        raise ValueError(f"placement must be 'appended' or 'after_sot', got {placement!r}")
+    x = clip_sd["token_embedding.weight"][tokens] + clip_sd["positional_embedding"]  # (A, 77, T)
+    ctx = x.shape[1]
+    prompts = clip_sd.get("transformer.prompt_text_deep")        # (layers, n, A, T)
+    n = prompts.shape[1] if prompts is not None and prompts.numel() > 0 else 0
+    layers = len({k.split(".")[2] for k in clip_sd if k.startswith("transformer.resblocks.")})
+    for i in range(layers):
+        if n and i < prompts.shape[0]:
+            p = prompts[i].permute(1, 0, 2)                      # (A, n, T)
+            if placement == "appended":   # at 77.. (layer 0 appends, later layers overwrite)
+                x = torch.cat([x[:, :ctx], p], dim=1)            # (A, 77 + n, T)
+            elif i == 0:                  # inserted after SOT; the last n (padding) slots go
+                x = torch.cat([x[:, :1], p, x[:, 1:ctx - n]], dim=1)   # (A, 77, T)
+            else:                         # overwrite positions 1..n
+                x = torch.cat([x[:, :1], p, x[:, 1 + n:]], dim=1)
+        length = x.shape[1]
+        causal = torch.full((length, length), float("-inf")).triu(1)
+        x = _clip_block(x, clip_sd, f"transformer.resblocks.{i}.", text_heads, causal)
+    x = _layer_norm(x, clip_sd, "ln_final", 1e-5)
+    eot = tokens.argmax(dim=-1) + (n if placement == "after_sot" else 0)   # EOT has the largest id
+    pooled = x[torch.arange(x.shape[0]), eot]                     # (A, T)
+    return pooled @ clip_sd["text_projection"]                    # (A, E)
+
+
 def official_text_features(clip_sd: Dict[str, torch.Tensor], tokens: torch.Tensor, text_heads: int
                            ) -> torch.Tensor:
     """Text branch of spec §3.3 with the inert appended prompts. tokens: (A, 77) -> (A, E)."""
-    x = clip_sd["token_embedding.weight"][tokens] + clip_sd["positional_embedding"]  # (A, 77, T)
-    prompts = clip_sd.get("transformer.prompt_text_deep")
-    use_prompts = prompts is not None and prompts.numel() > 0
-    if use_prompts:  # (layers, n, A, T): appended after position 76 at layer 0
-        x = torch.cat([x, prompts[0].permute(1, 0, 2)], dim=1)          # (A, 77 + n, T)
-    n_ctx = x.shape[1]
-    causal = torch.full((n_ctx, n_ctx), float("-inf")).triu(1)
-    layers = len({k.split(".")[2] for k in clip_sd if k.startswith("transformer.resblocks.")})
-    for i in range(layers):
-        if use_prompts and i > 0 and i < prompts.shape[0]:
-            x = torch.cat([x[:, :77], prompts[i].permute(1, 0, 2)], dim=1)  # overwrite 77..
-        x = _clip_block(x, clip_sd, f"transformer.resblocks.{i}.", text_heads, causal)
-    x = _layer_norm(x, clip_sd, "ln_final", 1e-5)
-    eot = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]            # (A, T)
-    return eot @ clip_sd["text_projection"]                               # (A, E)
+    return text_features(clip_sd, tokens, text_heads, "appended")
 
 
-def official_visual_tokens(clip_sd: Dict[str, torch.Tensor], images: torch.Tensor, vision_heads: int,
-                           div_num: int = 4, use_vismask: bool = True) -> torch.Tensor:
-    """Image branch of spec §3.2: (B, 3, H, W) normalised images -> all tokens x proj (B, L, E)."""
+def visual_tokens(clip_sd: Dict[str, torch.Tensor], images: torch.Tensor, vision_heads: int,
+                  div_num: int = 4, use_vismask: bool = True, overlap_row: int = 2,
+                  behaviour: Behaviour = OFFICIAL) -> torch.Tensor:
+    """Image branch of spec §3.2: (B, 3, H, W) normalised images -> all tokens x proj (B, L, E).
+
+    Args:
+        div_num: regions (part tokens) when the state dict has part tokens.
+        use_vismask: apply the stripe mask.
+        overlap_row: rows shared by adjacent stripes (derived stripes only).
+        behaviour: `OFFICIAL` or `CLEAN` (stripes and ln_post are read from it).
+    """
     conv = clip_sd["visual.conv1.weight"]                                # (W, 3, p, p)
     width, patch = conv.shape[0], conv.shape[-1]
     x = F.conv2d(images, conv, stride=patch)                             # (B, W, g, g)
@@ -343,7 +447,10 @@ def official_visual_tokens(clip_sd: Dict[str, torch.Tensor], images: torch.Tenso
         rest = x[:, n_cls:] if insert else x[:, K * (1 + m):]
         return torch.cat(pieces + [rest], dim=1)
 
-    mask = official_visual_mask(P, grid, div_num) if (use_div and use_vismask) else None
+    mask = None
+    if use_div and use_vismask:
+        mask = (official_visual_mask(P, grid, div_num) if behaviour.stripes == "official"
+                else derived_visual_mask(P, grid, div_num, overlap_row))
     layers = len({k.split(".")[3] for k in clip_sd if k.startswith("visual.transformer.resblocks.")})
     for i in range(layers):
         if i == 0:
@@ -351,50 +458,46 @@ def official_visual_tokens(clip_sd: Dict[str, torch.Tensor], images: torch.Tenso
         elif i < depth:
             x = place(x, i, insert=False)
         x = _clip_block(x, clip_sd, f"visual.transformer.resblocks.{i}.", vision_heads, mask)
-    # ln_post is defined but never applied (spec §3.2.6, §14.5)
+    if behaviour.ln_post:  # the official code defines ln_post but never applies it (spec §14.5)
+        x = _layer_norm(x, clip_sd, "visual.ln_post", 1e-5)
     return x @ clip_sd["visual.proj"]                                    # (B, L, E)
 
 
-def official_forward(clip_sd: Dict[str, torch.Tensor], cls_sd: Dict[str, torch.Tensor],
-                     images: torch.Tensor, tokens: torch.Tensor, *, vision_heads: int, text_heads: int,
-                     fusion_heads: int, div_num: int = 4, use_vismask: bool = True, use_gl: bool = True,
-                     ag_threshold: float = 0.5) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Logits of the official PromptPAR model in eval mode (spec §3).
+def official_visual_tokens(clip_sd: Dict[str, torch.Tensor], images: torch.Tensor, vision_heads: int,
+                           div_num: int = 4, use_vismask: bool = True) -> torch.Tensor:
+    """Image branch as the official code computes it (no ln_post, hard-coded stripes)."""
+    return visual_tokens(clip_sd, images, vision_heads, div_num, use_vismask, behaviour=OFFICIAL)
 
-    Args:
-        clip_sd: the official CLIP state dict (checkpoint key "ViT_model" / "clip_model").
-        cls_sd: the official classifier state dict (checkpoint key "model_state_dict").
-        images: (B, 3, H, W), already normalised.
-        tokens: (A, 77) CLIP token ids of the attribute sentences.
-        vision_heads, text_heads, fusion_heads: attention heads of the three transformers.
-        div_num: regions (only 4 is supported by the official stripes).
-        use_vismask: apply the stripe mask (official: on).
-        use_gl: compute the global-local similarity logits (needs the part tokens).
-        ag_threshold: aggregation threshold of the similarity branch.
 
-    Returns:
-        (logits (B, A) after `bn`, aux logits (B, A) after `agg_bn`, or None without use_gl).
-    """
-    text = official_text_features(clip_sd, tokens, text_heads)          # (A, E)
-    tokens_v = official_visual_tokens(clip_sd, images, vision_heads, div_num, use_vismask)  # (B, L, E)
-    B, A = images.shape[0], text.shape[0]
+def region_rows(vis_prompt: int, div_num: int, global_row: str) -> List[int]:
+    """Rows read by the global-local branch: the global row, then part token k at k * (1 + m)."""
+    m = vis_prompt // (div_num + 1)
+    first = {"first_prompt": 1, "cls": 0}[global_row]
+    return [first] + [k * (1 + m) for k in range(1, div_num + 1)]
 
-    aux = None
-    if use_gl:
-        P = clip_sd["visual.transformer.prompt_deep"].shape[1]
-        m = P // (div_num + 1)
-        rows = [1] + [k * (1 + m) for k in range(1, div_num + 1)]       # row 1: first global prompt
-        regions = tokens_v[:, rows]                                       # (B, K, E)
-        r = regions / regions.norm(dim=-1, keepdim=True)
-        t = text / text.norm(dim=-1, keepdim=True)
-        sim = clip_sd["logit_scale"].exp() * r @ t.t()                   # (B, K, A)
-        prob = (sim / clip_sd["softmax_model.temperature"]).softmax(dim=-1)  # softmax over A
-        glob, local = prob[:, 0], prob[:, 1:]                             # (B, A), (B, div, A)
-        last = local[-1]                                                  # only the last sample (bug)
-        hi, lo = last.max(dim=0).values, last.min(dim=0).values           # (A,)
-        agg = torch.where(hi > ag_threshold, hi, lo)
-        aux = _bn_eval((agg + glob) / 2, clip_sd, "agg_bn")               # (B, A)
 
+def global_local_logits(clip_sd: Dict[str, torch.Tensor], regions: torch.Tensor, text: torch.Tensor,
+                        aggregation: str, ag_threshold: float = 0.5) -> torch.Tensor:
+    """Global-local branch of spec §3.4: regions (B, K, E), text (A, E) -> logits after agg_bn (B, A)."""
+    r = regions / regions.norm(dim=-1, keepdim=True)
+    t = text / text.norm(dim=-1, keepdim=True)
+    sim = clip_sd["logit_scale"].exp() * r @ t.t()                       # (B, K, A)
+    prob = (sim / clip_sd["softmax_model.temperature"]).softmax(dim=-1)  # softmax over A
+    glob, local = prob[:, 0], prob[:, 1:]                                 # (B, A), (B, div, A)
+    if aggregation == "last_sample":       # the official loop keeps only the last sample (§14.3)
+        hi, lo = local[-1].max(dim=0).values, local[-1].min(dim=0).values  # (A,), broadcast
+    elif aggregation == "per_sample":
+        hi, lo = local.max(dim=1).values, local.min(dim=1).values         # (B, A)
+    else:
+        raise ValueError(f"aggregation must be 'last_sample' or 'per_sample', got {aggregation!r}")
+    agg = torch.where(hi > ag_threshold, hi, lo)
+    return _bn_eval((agg + glob) / 2, clip_sd, "agg_bn")
+
+
+def classifier_logits(cls_sd: Dict[str, torch.Tensor], text: torch.Tensor, tokens_v: torch.Tensor,
+                      fusion_heads: int) -> torch.Tensor:
+    """Fusion and heads of spec §3.5: text (A, E), visual tokens (B, L, E) -> logits after bn (B, A)."""
+    B, A = tokens_v.shape[0], text.shape[0]
     words = (text @ cls_sd["word_embed.weight"].t() + cls_sd["word_embed.bias"]).expand(B, A, -1)
     vis_key = "vis_embed" if "vis_embed.weight" in cls_sd else (
         "visual_embed" if "visual_embed.weight" in cls_sd else None)
@@ -408,4 +511,49 @@ def official_forward(clip_sd: Dict[str, torch.Tensor], cls_sd: Dict[str, torch.T
     x = _layer_norm(x, cls_sd, "norm", 1e-6)
     logits = torch.cat([x[:, i] @ cls_sd[f"weight_layer.{i}.weight"].t() + cls_sd[f"weight_layer.{i}.bias"]
                         for i in range(A)], dim=1)                       # (B, A)
-    return _bn_eval(logits, cls_sd, "bn"), aux
+    return _bn_eval(logits, cls_sd, "bn")
+
+
+def promptpar_forward(clip_sd: Dict[str, torch.Tensor], cls_sd: Dict[str, torch.Tensor],
+                      images: torch.Tensor, tokens: torch.Tensor, *, vision_heads: int, text_heads: int,
+                      fusion_heads: int, behaviour: Behaviour, div_num: int = 4, overlap_row: int = 2,
+                      use_vismask: bool = True, use_gl: bool = True, ag_threshold: float = 0.5
+                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Logits of PromptPAR in eval mode (spec §3) with the official or the clean behaviour.
+
+    Args:
+        clip_sd: the official CLIP state dict (checkpoint key "ViT_model" / "clip_model").
+        cls_sd: the official classifier state dict (checkpoint key "model_state_dict").
+        images: (B, 3, H, W), already normalised.
+        tokens: (A, 77) CLIP token ids of the attribute sentences.
+        vision_heads, text_heads, fusion_heads: attention heads of the three transformers.
+        behaviour: `OFFICIAL` or `CLEAN` (spec §14).
+        div_num: regions (only 4 with the official stripes).
+        overlap_row: rows shared by adjacent stripes (derived stripes).
+        use_vismask: apply the stripe mask (official: on).
+        use_gl: compute the global-local similarity logits (needs the part tokens).
+        ag_threshold: aggregation threshold of the similarity branch.
+
+    Returns:
+        (logits (B, A) after `bn`, aux logits (B, A) after `agg_bn`, or None without use_gl).
+    """
+    text = text_features(clip_sd, tokens, text_heads, behaviour.text_prompts)        # (A, E)
+    tokens_v = visual_tokens(clip_sd, images, vision_heads, div_num, use_vismask, overlap_row,
+                             behaviour)                                             # (B, L, E)
+    aux = None
+    if use_gl:
+        P = clip_sd["visual.transformer.prompt_deep"].shape[1]
+        regions = tokens_v[:, region_rows(P, div_num, behaviour.global_row)]          # (B, K, E)
+        aux = global_local_logits(clip_sd, regions, text, behaviour.aggregation, ag_threshold)
+    return classifier_logits(cls_sd, text, tokens_v, fusion_heads), aux
+
+
+def official_forward(clip_sd: Dict[str, torch.Tensor], cls_sd: Dict[str, torch.Tensor],
+                     images: torch.Tensor, tokens: torch.Tensor, *, vision_heads: int, text_heads: int,
+                     fusion_heads: int, div_num: int = 4, use_vismask: bool = True, use_gl: bool = True,
+                     ag_threshold: float = 0.5) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Logits of the official PromptPAR model in eval mode: `promptpar_forward` with `OFFICIAL`."""
+    return promptpar_forward(clip_sd, cls_sd, images, tokens, vision_heads=vision_heads,
+                             text_heads=text_heads, fusion_heads=fusion_heads, behaviour=OFFICIAL,
+                             div_num=div_num, use_vismask=use_vismask, use_gl=use_gl,
+                             ag_threshold=ag_threshold)

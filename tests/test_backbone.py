@@ -272,7 +272,7 @@ def test_zero_shot_scores_are_cosines(tiny):
 
 def test_fit_thresholds_maximise_balanced_accuracy():
     import numpy as np
-    from parkit.backbone.pretrain import fit_thresholds, mean_auc
+    from parkit.metrics import fit_thresholds, mean_auc
     scores = np.array([[0.1, 0.5, 0.3], [0.2, 0.6, 0.9], [0.3, 0.7, 0.1], [0.4, 0.8, 0.2]])
     labels = np.array([[0, 0, 2], [0, 0, 1], [1, 0, 0], [1, 0, 2]])
     th = fit_thresholds(scores, labels)

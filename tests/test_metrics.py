@@ -115,3 +115,52 @@ def test_per_attribute_table_and_formatting():
     assert format_metrics(m).startswith("mA ")
     with pytest.raises(ValueError, match="attribute names"):
         per_attribute_table(gt, probs, ["only-one"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Zero-shot helpers: mean_auc and fit_thresholds, against cases counted by hand
+# ---------------------------------------------------------------------------------------------
+# Column 0: positives score 0.35 and 0.8, negatives 0.1 and 0.4 -> 3 of 4 pairs ordered: AUC 0.75
+#           (the unknown label on the lowest score 0.0 must be ignored, or it would be 5/6).
+# Column 1: positives 0.5 and 0.9, negatives 0.5 (a tie, counts 1/2) and 0.2 -> 3.5 / 4 = 0.875;
+#           the unknown label (2) on the top score 0.95 must be ignored.
+# Column 2: no negative once the unknown entry is dropped -> skipped.
+AUC_SCORES = np.array([[0.1, 0.5, 0.3], [0.4, 0.5, 0.6], [0.35, 0.2, 0.1], [0.8, 0.9, 0.7], [0.0, 0.95, 0.2]])
+AUC_LABELS = np.array([[0, 1, 1], [0, 0, 1], [1, 0, 2], [1, 1, 1], [2, 2, 1]])
+
+
+def test_mean_auc_hand_counted_pairs_ties_and_unknown_labels():
+    from parkit.metrics import mean_auc
+
+    assert mean_auc(AUC_SCORES[:, :1], AUC_LABELS[:, :1]) == pytest.approx(0.75)
+    assert mean_auc(AUC_SCORES[:, 1:2], AUC_LABELS[:, 1:2]) == pytest.approx(0.875)
+    assert mean_auc(AUC_SCORES, AUC_LABELS) == pytest.approx((0.75 + 0.875) / 2)  # column 2 skipped
+    assert mean_auc(-AUC_SCORES[:, :1], AUC_LABELS[:, :1]) == pytest.approx(0.25)  # reversed order
+    assert np.isnan(mean_auc(AUC_SCORES[:, 2:], AUC_LABELS[:, 2:]))  # no attribute with both classes
+
+
+def test_fit_thresholds_hand_computed_cuts():
+    from parkit.metrics import fit_thresholds
+
+    scores = np.array([[0.1, 0.5, 0.3, 0.7], [0.4, 0.5, 0.6, 0.1], [0.35, 0.2, 0.1, 0.2], [0.8, 0.9, 0.7, 0.3]])
+    labels = np.array([[0, 1, 2, 1], [0, 0, 2, 1], [1, 0, 2, 1], [1, 1, 2, 1]])
+    th = fit_thresholds(scores, labels)
+    # Column 0, descending 0.8 P, 0.4 N, 0.35 P, 0.1 N. Balanced accuracy of "the top k are
+    # positive": k=0 0.5, k=1 (1/2 + 2/2) / 2 = 0.75, k=2 0.5, k=3 0.75, k=4 0.5; the first best
+    # cut wins, halfway between the scores it separates: (0.8 + 0.4) / 2.
+    assert th[0] == pytest.approx(0.6)
+    # Column 1, descending 0.9 P, 0.5 P, 0.5 N, 0.2 N: the perfect cut k=2 would split two equal
+    # scores, which no threshold can do; k=1 (0.75) is the best possible: (0.9 + 0.5) / 2.
+    assert th[1] == pytest.approx(0.7)
+    assert th[2] == np.inf                                  # every label unknown: predict negative
+    assert th[3] < scores[:, 3].min()                       # only positives: predict all positive
+    assert fit_thresholds(scores[:, :1], np.zeros((4, 1)))[0] > scores[:, 0].max()  # only negatives
+
+
+def test_zero_shot_helpers_reject_mismatched_shapes():
+    from parkit.metrics import fit_thresholds, mean_auc
+
+    with pytest.raises(ValueError, match=r"mean_auc needs scores and labels of the same \(N, A\) shape"):
+        mean_auc(np.zeros((4, 2)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="fit_thresholds needs scores and labels"):
+        fit_thresholds(np.zeros(4), np.zeros(4))

@@ -12,7 +12,7 @@ from parkit.model import (ConfigError, PAROutput, PromptPAR, PromptPARConfig, St
 from parkit.model.config import PRESETS
 from parkit.model.fusion import AttributeHeads, MMBlock, _copy_clip_block
 from parkit.model.similarity import GlobalLocalSimilarity
-from parkit.model.visual import clip_block_forward
+from parkit.model.clip_blocks import clip_block_forward
 
 # A tiny ViT CLIP: 64 px / patch 8 = 8x8 grid, 2 vision layers of width 128 (2 heads), text width 64.
 TINY = dict(embed_dim=48, image_resolution=64, vision_layers=2, vision_width=128, vision_patch_size=8,

@@ -1,6 +1,13 @@
 """Reference mode (parkit.model.reference): the official computation structure gives parkit's outputs
 and gradients, really recomputes the text at every forward, really uses the unfused attention and
-per-attribute heads, and its full checkpoint is what the official code saves (spec §3, §12, §14.15)."""
+per-attribute heads, and its full checkpoint is what the official code saves (spec §3, §12, §14.15).
+
+The reference shares parkit's weights, not its code: its stripes, mask, region rows, global-local
+probabilities, MM-former blocks and heads are its own, so a mistake in parkit's geometry,
+similarity or fusion code makes the outputs below disagree."""
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,6 +28,7 @@ CONFIGS = {
     "linear-fusion": dict(use_mm_former=False),
     "plain-vpt": dict(use_div=False, use_vismask=False, use_gl=False, vis_depth=1),
     "no-prompts": dict(vis_prompt=0, use_textprompt=False, text_prompt=0),
+    "sigmoid-gl-two-regions": dict(gl_softmax="sigmoid", div_num=2, vis_prompt=6),
 }
 
 
@@ -34,6 +42,8 @@ def tiny(seed=0, **overrides):
         model.fusion.bn.running_mean.uniform_(-0.5, 0.5)
         if model.gl is not None:
             model.gl.agg_bn.running_var.uniform_(0.5, 2.0)
+            with torch.no_grad():  # not the init value 1, under which sims / tau == sims * tau
+                model.gl.temperature.fill_(0.8)
     return model.eval()
 
 
@@ -178,3 +188,33 @@ def test_wrapping_something_else_is_refused():
         ReferencePromptPAR(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="attention must be one of"):
         ReferencePromptPAR(tiny(), attention="flash")
+
+
+def test_reference_computes_with_its_own_code():
+    """The reference takes tensors and settings from parkit, never its geometry, similarity or
+    fusion code: the only parkit names it imports are types (its output, and the model class it
+    checks that it wraps)."""
+    import parkit.model.reference as reference_module
+
+    tree = ast.parse(Path(reference_module.__file__).read_text())
+    imported = {(node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names if (node.module or "").startswith("parkit") or node.level}
+    assert imported == {("parkit.model.promptpar", "PAROutput"), ("parkit.model.promptpar", "PromptPAR")}
+    assert not [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names
+                if a.name.startswith("parkit")]
+
+
+def test_reference_geometry_matches_the_spec_tables():
+    """Spec §4.1 / §3.2 step 5 for ViT-L/14 with P = 50, written out (the reference's own rule)."""
+    from parkit.model.reference import reference_layout, reference_stripes, reference_visual_mask
+
+    assert reference_stripes(16, 4, 2) == [(0, 4), (3, 8), (7, 12), (11, 15)]
+    assert reference_layout(50, 4, True) == ([0, 11, 22, 33, 44], 10, 55)
+    assert reference_layout(50, 4, False) == ([0], 50, 51)
+    allowed = torch.isfinite(reference_visual_mask(50, 16, 4, 2))
+    assert allowed.shape == (311, 311) and allowed[:11].all() and allowed[55:].all()
+    for first, (a, b) in {11: (55, 134), 22: (103, 198), 33: (167, 262), 44: (231, 310)}.items():
+        expect = torch.zeros(311, dtype=torch.bool)
+        expect[first:first + 11] = True
+        expect[a:b + 1] = True
+        assert torch.equal(allowed[first], expect) and torch.equal(allowed[first + 10], expect), first

@@ -35,6 +35,7 @@ from parkit.backbone.loading import build_clip, default_device, tokenize
 from parkit.backbone.micro import (
     MICRO_CHECKPOINT, MICRO_CONFIG, pack_micro_checkpoint, save_micro_clip, token_ids_of,
     unpack_micro_checkpoint, warn_unknown_words)
+from parkit.metrics import fit_thresholds, mean_auc
 
 # Normalisation of the pretraining images: the official PromptPAR mean = std = 0.5 (spec §3.2,
 # §14 item 6), so that the faithful presets feed the micro CLIP the distribution it was trained on.
@@ -142,50 +143,6 @@ def zero_shot_scores(model: nn.Module, images: torch.Tensor, sentences: Sequence
     return torch.cat(out) if out else torch.zeros(0, len(sentences))
 
 
-def fit_thresholds(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-attribute threshold that maximises the balanced accuracy (mA) on the given rows.
-
-    Args:
-        scores: (N, A) scores; a prediction is positive when score > threshold.
-        labels: (N, A) raw labels; 1 positive, 0 negative, anything else ignored.
-
-    Returns:
-        (A,) thresholds. An attribute without positives (or negatives) gets a threshold above
-        (below) every score, the best choice for it.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels)
-    thresholds = np.empty(scores.shape[1])
-    for j in range(scores.shape[1]):
-        s, y = scores[:, j], labels[:, j]
-        keep = (y == 0) | (y == 1)
-        s, pos = s[keep], y[keep] == 1
-        n_pos, n_neg = pos.sum(), (~pos).sum()
-        if not keep.any():  # every label unknown: nothing to fit, predict negative
-            thresholds[j] = np.inf
-            continue
-        if n_pos == 0 or n_neg == 0:
-            thresholds[j] = (s.max() + 1.0) if n_pos == 0 else (s.min() - 1.0)
-            continue
-        order = np.argsort(-s, kind="stable")  # descending
-        s_sorted, pos_sorted = s[order], pos[order]
-        # Predicting the top k as positive: tp(k) = cumsum(pos), tn(k) = n_neg - cumsum(neg).
-        tp = np.concatenate([[0], np.cumsum(pos_sorted)])
-        fp = np.concatenate([[0], np.cumsum(~pos_sorted)])
-        balanced = (tp / n_pos + (n_neg - fp) / n_neg) / 2  # (N+1,) for k = 0..N
-        # A cut is only possible between distinct scores.
-        valid = np.ones_like(balanced, dtype=bool)
-        valid[1:-1] = s_sorted[:-1] != s_sorted[1:]
-        k = int(np.argmax(np.where(valid, balanced, -1)))
-        if k == 0:
-            thresholds[j] = s_sorted[0] + 1e-6
-        elif k == len(s_sorted):
-            thresholds[j] = s_sorted[-1] - 1e-6
-        else:
-            thresholds[j] = (s_sorted[k - 1] + s_sorted[k]) / 2
-    return thresholds
-
-
 def zero_shot_evaluate(model: nn.Module, fit_images: torch.Tensor, fit_labels: np.ndarray,
                        test_images: torch.Tensor, test_labels: np.ndarray,
                        sentences: Sequence[str], device: Union[str, torch.device, None] = None,
@@ -225,22 +182,6 @@ def zero_shot_evaluate(model: nn.Module, fit_images: torch.Tensor, fit_labels: n
             "chance_mA": float(chance.mean()) if permutations else float("nan"),
             "chance_std": float(chance.std()) if permutations else float("nan"),
             "p_value": float((1 + (chance >= m["mA"]).sum()) / (1 + permutations))}
-
-
-def mean_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over attributes of the ROC-AUC (ties count one half); attributes lacking a class are skipped."""
-    from scipy.stats import rankdata  # noqa: PLC0415
-
-    aucs = []
-    for j in range(scores.shape[1]):
-        y = np.asarray(labels)[:, j]
-        keep = (y == 0) | (y == 1)
-        s, pos = np.asarray(scores)[keep, j], y[keep] == 1
-        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-        if n_pos and n_neg:
-            ranks = rankdata(s)  # Mann-Whitney U statistic
-            aucs.append((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 # --- contrastive pretraining ------------------------------------------------------------------

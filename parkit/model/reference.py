@@ -22,19 +22,31 @@ same function the official way:
 
 The behaviour settings of the wrapped model (text-prompt placement, ln_post, region token, GL
 aggregation, ...) are honoured, so outputs equal parkit's within float tolerance for any config.
+
+It shares parkit's *weights and settings*, not its model code: the token layout, the stripes and
+the stripe mask, the region rows, the global-local probabilities and aggregation, the MM-former
+block (attention, MLP, activation, DropPath) and the per-attribute heads are computed here from
+the config and the spec (§3-§5), and the sentences are tokenized again with CLIP's tokenizer. From
+the wrapped model it reads only tensors (CLIP's modules, prompts, part tokens, temperature, BN
+statistics, the stacked head weights) and a few numbers (config fields, each MM block's DropPath
+rate). CLIP's own modules (`ln_*`, `attn` weights, `mlp`) are the `clip` package's, not parkit's.
+The output type `PAROutput` is parkit's, so the benchmarks can use either model. A mistake in
+parkit's geometry, similarity or fusion code therefore makes the two disagree
+(`tests/test_reference_mode.py`).
+
 The module exists for benchmarks and tests (`benchmarks/`, `tests/test_reference_mode.py`); it is
 not a product path.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+import warnings
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parkit.model.geometry import visual_mask
-from parkit.model.promptpar import PAROutput, PromptPAR
+from parkit.model.promptpar import PAROutput, PromptPAR  # types only (output, and the model it wraps); no computation
 
 ATTENTION_MODES = ("explicit", "module")
 
@@ -86,20 +98,105 @@ def clip_block_classic(block: nn.Module, x: torch.Tensor, mask: Optional[torch.T
     return x + block.mlp(block.ln_2(x))
 
 
-def timm_block_classic(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """One MM-former block (parkit `MMBlock`, timm names) with timm's explicit attention maths.
+def _drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """timm's stochastic depth: zero a sample's residual branch with probability `rate`, rescale the rest.
 
-    DropPath is the block's own module, so the random draws match parkit's in train mode.
+    One Bernoulli draw per sample, in the order timm makes it, so that the same seed drops the
+    same samples as parkit's training forward.
+    """
+    if rate == 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    return x * x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep) / keep
+
+
+def timm_block_classic(block: nn.Module, x: torch.Tensor, quick_gelu: bool, drop_rate: float,
+                       training: bool) -> torch.Tensor:
+    """One MM-former block (timm parameter names) with timm's explicit attention maths (spec §3.5).
+
+    Only the block's parameters are used (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`,
+    `mlp.fc2`); attention, activation and DropPath are computed here.
+
+    Args:
+        block: an MM-former block.
+        x: (B, L, W) tokens.
+        quick_gelu: CLIP's x * sigmoid(1.702 x) (blocks copied from the backbone) instead of timm's
+            exact GELU.
+        drop_rate: the block's stochastic-depth rate.
+        training: apply DropPath.
     """
     b, length, width = x.shape
     heads = block.attn.num_heads
     d = width // heads
     h = block.norm1(x)
-    q, k, v = block.attn.qkv(h).reshape(b, length, 3, heads, d).permute(2, 0, 3, 1, 4)  # each (B, H, L, d)
+    qkv = F.linear(h, block.attn.qkv.weight, block.attn.qkv.bias)
+    q, k, v = qkv.reshape(b, length, 3, heads, d).permute(2, 0, 3, 1, 4)  # each (B, H, L, d)
     weights = ((q @ k.transpose(-2, -1)) * d ** -0.5).softmax(dim=-1)  # (B, H, L, L)
-    a = block.attn.proj((weights @ v).transpose(1, 2).reshape(b, length, width))
-    x = x + block.drop_path1(a)
-    return x + block.drop_path2(block.mlp(block.norm2(x)))
+    a = F.linear((weights @ v).transpose(1, 2).reshape(b, length, width), block.attn.proj.weight,
+                 block.attn.proj.bias)
+    x = x + _drop_path(a, drop_rate, training)
+    h = F.linear(block.norm2(x), block.mlp.fc1.weight, block.mlp.fc1.bias)
+    h = h * torch.sigmoid(1.702 * h) if quick_gelu else F.gelu(h)
+    h = F.linear(h, block.mlp.fc2.weight, block.mlp.fc2.bias)
+    return x + _drop_path(h, drop_rate, training)
+
+
+def reference_stripes(grid: int, div_num: int, overlap_row: int) -> List[Tuple[int, int]]:
+    """Inclusive patch-row ranges of the stripes, from the rule of spec §4.1 / §4.4.
+
+    First and last stripe: base = grid // div_num + overlap_row // 2 rows; middle stripes base +
+    overlap_row // 2; start_k = start_{k-1} + rows_{k-1} - overlap_row. The last stripe always runs
+    to the last patch row (parkit's documented generalisation for grids the rule does not split
+    exactly); a single region covers the whole grid. Gives rows 0-4, 3-8, 7-12, 11-15 for the
+    official 16 / 4 / 2.
+    """
+    if div_num == 1:
+        return [(0, grid - 1)]
+    base = grid // div_num + overlap_row // 2
+    rows = [base] + [base + overlap_row // 2] * (div_num - 2) + [base]
+    starts = [0]
+    for k in range(1, div_num):
+        starts.append(starts[-1] + rows[k - 1] - overlap_row)
+    stripes = [(start, min(start + n, grid) - 1) for start, n in zip(starts, rows)]
+    stripes[-1] = (starts[-1], grid - 1)
+    return stripes
+
+
+def reference_layout(vis_prompt: int, div_num: int, use_div: bool) -> Tuple[List[int], int, int]:
+    """Class-token rows, prompts per group and the first patch row of the prompted sequence (spec §3.2).
+
+    The sequence is [CLS, group-0 prompts, part 1, group-1 prompts, ..., part D, group-D prompts,
+    patches] with use_div, [CLS, P prompts, patches] without.
+    """
+    groups = div_num + 1 if use_div else 1
+    per = vis_prompt // groups
+    return [g * (per + 1) for g in range(groups)], per, groups * (per + 1)
+
+
+def reference_visual_mask(vis_prompt: int, grid: int, div_num: int, overlap_row: int) -> torch.Tensor:
+    """The additive (L, L) stripe mask of spec §4.2 (0 = may attend, -inf = may not), float32 on the CPU.
+
+    CLS, the global prompts and the patches see everything; part token k and its prompts see their
+    own group and the patches of stripe k only.
+    """
+    class_rows, per, patch_start = reference_layout(vis_prompt, div_num, True)
+    length = patch_start + grid * grid
+    mask = torch.zeros(length, length)
+    for k, (first, last) in enumerate(reference_stripes(grid, div_num, overlap_row), start=1):
+        group = slice(class_rows[k], class_rows[k] + 1 + per)
+        allowed = torch.zeros(length, dtype=torch.bool)
+        allowed[group] = True
+        allowed[patch_start + first * grid: patch_start + (last + 1) * grid] = True
+        mask[group] = torch.where(allowed, 0.0, float("-inf"))
+    return mask
+
+
+def _tokenize(sentences: List[str], context_length: int) -> torch.Tensor:
+    """CLIP's own tokenizer (the official code's), not parkit's wrapper: (A, context_length) int64."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import clip  # noqa: PLC0415 (imported where used, like parkit.backbone does: a slow import)
+    return clip.tokenize(sentences, context_length=context_length)
 
 
 class ReferencePromptPAR(nn.Module):
@@ -127,7 +224,7 @@ class ReferencePromptPAR(nn.Module):
             raise ValueError(f"ReferencePromptPAR wraps a parkit PromptPAR (create_model('promptpar-...')), "
                              f"got {type(model).__name__}")
         self.attention = attention
-        self.config = model.config
+        self.config = cfg = model.config
         self.dims = model.dims
         self._attributes = list(model.attributes)
         self._sentences = list(model.sentences)
@@ -136,7 +233,19 @@ class ReferencePromptPAR(nn.Module):
         self.logit_scale = model.logit_scale
         self.gl = model.gl
         fusion = model.fusion
-        self.num_attributes = fusion.num_attributes
+        self.num_attributes = len(self._sentences)
+        # Geometry from the config and the spec (§3.2, §4), not from parkit's geometry module.
+        self._class_rows, self._per_group, self._patch_start = reference_layout(
+            cfg.vis_prompt, cfg.div_num, cfg.use_div)
+        self._prompted_layers = min(cfg.vis_depth, self.dims.vision_layers) if cfg.vis_prompt else 0
+        if cfg.use_div:
+            first = 0 if cfg.global_token == "cls" else 1  # row 1: the official bug (spec §14.2)
+            self._region_rows = [first] + self._class_rows[1:]
+        else:
+            self._region_rows = [0]
+        self._text_prompts = cfg.text_prompt if cfg.use_textprompt else 0
+        tokens = _tokenize(self._sentences, self.dims.context_length)
+        self.register_buffer("tokens", tokens.to(self.logit_scale.device), persistent=False)
         # The classifier's parts, registered one by one (official names, spec §3.5).
         self.word_embed = fusion.word_embed
         self.visual_embed = fusion.visual_embed
@@ -144,9 +253,20 @@ class ReferencePromptPAR(nn.Module):
         self.token_mixer = fusion.token_mixer
         self.norm = fusion.norm
         self.bn = fusion.bn
-        heads = fusion.heads.to_linear_heads()  # A x Linear(W, 1), copies of the stacked weights
-        for head in heads:
+        # Blocks copied from the CLIP backbone keep its QuickGELU (spec §3.5 / parkit's mm_init).
+        self._quick_gelu = cfg.mm_init == "backbone_last"
+        self._drop_rates = [float(b.drop_path1.rate) for b in self.blocks] if self.blocks is not None else []
+        # A separate Linear(W, 1) per attribute (official `weight_layer.i`), copied from the rows of
+        # parkit's stacked (A, W) head weight.
+        weight, bias = fusion.heads.weight.detach(), fusion.heads.bias.detach()
+        heads = nn.ModuleList()
+        for w, b in zip(weight, bias):
+            head = nn.Linear(w.shape[0], 1).to(w.device, w.dtype)
+            with torch.no_grad():
+                head.weight.copy_(w[None])
+                head.bias.copy_(b[None])
             head.requires_grad_(fusion.heads.weight.requires_grad)
+            heads.append(head)
         self.weight_layer = heads
         self.train(model.training)
 
@@ -172,8 +292,8 @@ class ReferencePromptPAR(nn.Module):
         if not cfg.use_vismask:
             return None
         # Rebuilt at every forward, like the official `build_visual_mask` call (spec §4).
-        return visual_mask(cfg.vis_prompt, self.dims.grid, self.dims.grid, cfg.div_num,
-                           cfg.overlap_row).to(device=device, dtype=dtype)
+        return reference_visual_mask(cfg.vis_prompt, self.dims.grid, cfg.div_num,
+                                     cfg.overlap_row).to(device=device, dtype=dtype)
 
     def encode_image(self, images: torch.Tensor):
         """Visual tokens F_v (B, L, E) and region tokens R (B, K, E), sequence-first inside (spec §3.2)."""
@@ -190,10 +310,10 @@ class ReferencePromptPAR(nn.Module):
             k = 1 + parts.shape[1]
         x = vis.ln_pre(x).permute(1, 0, 2)  # (K + N, B, D) sequence-first, as the official code
         mask = self._visual_mask(x.device, x.dtype)
-        start = vis.layout.patch_start
-        per = vis.layout.prompts_per_group
+        start = self._patch_start
+        per = self._per_group
         for layer, block in enumerate(vis.transformer.resblocks):
-            if layer < vis.prompted_layers:
+            if layer < self._prompted_layers:
                 prompts = vis.prompt_deep[layer].to(x.dtype)  # (P, D)
                 pieces = []
                 for g in range(k):
@@ -207,22 +327,23 @@ class ReferencePromptPAR(nn.Module):
         if self.config.ln_post:
             x = vis.ln_post(x)
         tokens = x @ vis.proj.to(x.dtype)  # (B, L, E)
-        return tokens, tokens[:, list(vis.region_indices)]
+        return tokens, tokens[:, self._region_rows]
 
     def encode_text(self) -> torch.Tensor:
         """Text features T (A, E) float32, recomputed at every call (no cache, spec §3.3)."""
         txt = self.text
-        n = txt.num_prompts
+        n = self._text_prompts
+        placement = self.config.text_prompt_placement
         ctx = self.dims.context_length
         dtype = txt.transformer.resblocks[0].attn.in_proj_weight.dtype
-        x = txt.token_embedding(txt.tokens).to(dtype) + txt.positional_embedding.to(dtype)  # (A, 77, W)
-        length = ctx + n if txt.placement == "official" else ctx
+        x = txt.token_embedding(self.tokens).to(dtype) + txt.positional_embedding.to(dtype)  # (A, 77, W)
+        length = ctx + n if placement == "official" else ctx
         causal = torch.full((length, length), float("-inf"), device=x.device, dtype=dtype).triu(1)
         x = x.permute(1, 0, 2)  # (77, A, W)
         for layer, block in enumerate(txt.transformer.resblocks):
             if n:
                 prompts = txt.prompt_text_deep[layer].to(x.dtype)  # (n, A, W)
-                if txt.placement == "official":
+                if placement == "official":
                     x = torch.cat([x[:ctx], prompts], dim=0)  # appended after position 76 (inert, spec §6)
                 elif layer == 0:
                     x = torch.cat([x[:1], prompts, x[1:ctx - n]], dim=0)
@@ -230,24 +351,34 @@ class ReferencePromptPAR(nn.Module):
                     x = torch.cat([x[:1], prompts, x[1 + n:]], dim=0)
             x = clip_block_classic(block, x, causal, self.attention)
         x = txt.ln_final(x.permute(1, 0, 2))  # (A, L, W)
-        shift = n if txt.placement == "effective" else 0
-        pooled = x[torch.arange(x.shape[0], device=x.device), txt.eot_index + shift]  # (A, W)
+        shift = n if placement == "effective" else 0
+        eot = self.tokens.argmax(dim=-1)  # EOT has the largest token id (spec §3.3)
+        pooled = x[torch.arange(x.shape[0], device=x.device), eot + shift]  # (A, W)
         return (pooled @ txt.text_projection.to(pooled.dtype)).float()
 
     def similarity(self, regions: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Global-local logits (B, A) with the official per-sample Python loop (spec §3.4)."""
-        gl = self.gl
-        probs = gl.probabilities(regions, text, self.logit_scale.exp())  # (B, K, A)
+        """Global-local logits (B, A) with the official per-sample Python loop (spec §3.4).
+
+        S = exp(logit_scale) * cos(R, T); p = softmax over attributes of S / tau (or a sigmoid
+        per attribute with gl_softmax="sigmoid"); agg = max over the parts where it exceeds
+        ag_threshold, else min; agg_bn((agg + p_global) / 2).
+        """
+        cfg = self.config
+        r = regions.float() / regions.float().norm(dim=-1, keepdim=True)  # (B, K, E)
+        t = text.float() / text.float().norm(dim=-1, keepdim=True)  # (A, E)
+        sims = self.logit_scale.exp().float() * torch.einsum("bke,ae->bka", r, t)  # (B, K, A)
+        scaled = sims / self.gl.temperature
+        probs = scaled.softmax(dim=-1) if cfg.gl_softmax == "attributes" else scaled.sigmoid()
         g = probs[:, 0]
         if probs.shape[1] == 1:
-            return gl.agg_bn(g)
+            return self.gl.agg_bn(g)
         aggs = []
         for i in range(probs.shape[0]):  # the official loop over the batch
             local = probs[i, 1:]  # (D, A)
             high, low = local.max(dim=0).values, local.min(dim=0).values
-            aggs.append(torch.where(high > gl.threshold, high, low))
-        agg = aggs[-1:] * len(aggs) if gl.aggregation == "last_sample" else aggs
-        return gl.agg_bn((torch.stack(agg) + g) / 2)
+            aggs.append(torch.where(high > cfg.ag_threshold, high, low))
+        agg = aggs[-1:] * len(aggs) if cfg.gl_aggregation == "last_sample" else aggs
+        return self.gl.agg_bn((torch.stack(agg) + g) / 2)
 
     def classify(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """Fusion and per-attribute heads (spec §3.5): logits (B, A) float32."""
@@ -260,8 +391,8 @@ class ReferencePromptPAR(nn.Module):
             v = self.visual_embed(v)
         x = torch.cat([t, v], dim=1)  # (B, A + L, W)
         if self.blocks is not None:
-            for block in self.blocks:
-                x = timm_block_classic(block, x)
+            for block, rate in zip(self.blocks, self._drop_rates):
+                x = timm_block_classic(block, x, self._quick_gelu, rate, self.training)
         else:
             x = self.token_mixer(x.transpose(1, 2)).transpose(1, 2)  # (B, A, W)
         x = self.norm(x)

@@ -26,7 +26,7 @@ from torch import nn
 
 from parkit.model.config import BackboneDims, PromptPARConfig
 from parkit.model.geometry import prompt_init_bound
-from parkit.model.visual import clip_block_forward
+from parkit.model.clip_blocks import clip_block_forward
 
 # The official code draws the text prompts from U(-v, v) with the patch-14 bound of the visual
 # prompts (v = 0.0665 for width 768, spec §6); parkit keeps that constant.
