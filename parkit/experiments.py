@@ -169,7 +169,7 @@ def build_model(preset: str, attributes, sentences=None, overrides: Optional[dic
                         pretrained=pretrained, device=device, **dict(overrides or {}))
 
 
-def parameter_counts(preset: str, dataset: str, overrides: Optional[dict] = None, rule: str = "exact") -> dict:
+def parameter_counts(preset: str, dataset, overrides: Optional[dict] = None, rule: str = "exact") -> dict:
     """Trainable and total parameters of the model `run_experiment` would train for `preset`.
 
     Built as shapes only (PyTorch's "meta" device: no weights, no memory, about a second for
@@ -177,7 +177,8 @@ def parameter_counts(preset: str, dataset: str, overrides: Optional[dict] = None
 
     Args:
         preset: model preset.
-        dataset: a dataset or schema name ("PETA"): its attributes and official sentences.
+        dataset: a schema name ("PETA": its attributes and official sentences) or a `PARDataset`
+            (its attributes and sentences, as `run_experiment` uses them).
         overrides: config overrides.
         rule: "exact" (what trains) or "official" (the released code's substring rule).
 
@@ -189,8 +190,8 @@ def parameter_counts(preset: str, dataset: str, overrides: Optional[dict] = None
     from parkit.attributes import get_schema
     from parkit.model import count_parameters
 
-    schema = get_schema(dataset)
-    model = build_model(preset, schema.attributes, schema.sentences, overrides, device="meta", pretrained=False)
+    source = get_schema(dataset) if isinstance(dataset, str) else dataset
+    model = build_model(preset, source.attributes, source.sentences, overrides, device="meta", pretrained=False)
     counts = count_parameters(model, rule=rule)
     del model
     gc.collect()  # ViT-L/14 shapes are cheap, but a loop over presets should not keep them all
@@ -277,3 +278,41 @@ def sweep(profile: Profile, dataset, setting: str, values, epochs: Optional[int]
     epochs = profile.ablation_epochs if epochs is None else epochs
     specs = [(value, dict(name=f"{setting}={value}", overrides={setting: value}, epochs=epochs)) for value in values]
     return compare(specs, profile, dataset, seeds=seeds, metrics=metrics, label=setting)
+
+
+# The comparisons of notebooks 04 and 05, named once: the claims ledger (`parkit.claims`) finds
+# the rows of results/ by these labels.
+PROMPTPAR_LABEL = "PromptPAR (parkit)"
+BASELINE_LABELS = {
+    "zeroshot-clip": "Zero-shot CLIP (expanded sentences)",
+    "linear-probe": "Linear probe",
+    "vpt-deep": "Deep VPT (no regions)",
+    "finetune": "Full fine-tuning",
+    "vtb": "VTB-style fusion",
+}
+FULL_VARIANT = "full PromptPAR"
+ABLATIONS = {
+    "region division": ("- region division (no part tokens, mask, GL)",
+                        dict(use_div=False, use_vismask=False, use_gl=False)),
+    "visual mask": ("- visual mask", dict(use_vismask=False)),
+    "global-local branch": ("- global-local branch", dict(use_gl=False)),
+    "official text prompts": ("text prompts: official (inert)", dict(text_prompt_placement="official")),
+    "text prompts": ("- text prompts", dict(use_textprompt=False)),
+    "MM-former": ("linear fusion instead of MM-former", dict(use_mm_former=False)),
+}
+
+
+def main_method_specs(profile: Profile) -> list:
+    """`compare` specs of notebook 04: every baseline of the profile's backbone family, then PromptPAR."""
+    suffix = "" if profile.is_paper else "-micro"
+    specs = [(label, dict(name=f"{base}{suffix}", preset=f"{base}{suffix}", epochs=profile.epochs))
+             for base, label in BASELINE_LABELS.items()]
+    return specs + [(PROMPTPAR_LABEL, dict(name="promptpar", preset=profile.preset, epochs=profile.epochs))]
+
+
+def ablation_specs(profile: Profile) -> list:
+    """`compare` specs of notebook 05: full PromptPAR and one run per removed component (the
+    smoke profile keeps the first two removals)."""
+    variants = list(ABLATIONS.values())[: 2 if profile.name == "smoke" else None]
+    return [(label, dict(name="ablate:" + label, overrides=overrides, epochs=profile.ablation_epochs))
+            for label, overrides in [(FULL_VARIANT, {}), *variants]]

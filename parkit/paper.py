@@ -181,6 +181,31 @@ def legend() -> str:
             "Sources are named per row; re-runs by other papers are labelled as such.")
 
 
+# Official split sizes (train, val, test) of each benchmark, from the PromptPAR supplement's dataset
+# table (PETA-ZS / RAP-ZS: Jia et al.'s zero-shot protocol).
+SPLIT_SIZES_SOURCE = "PromptPAR (TCSVT 2024) supplement, dataset table"
+SPLIT_SIZES = {
+    "PA100K": (80000, 10000, 10000),
+    "PETA": (9500, 1900, 7600),
+    "PETA-ZS": (11241, 3826, 3933),
+    "RAPv1": (33268, 0, 8317),
+    "RAPv2": (50957, 16986, 16985),
+    "RAP-ZS": (17062, 4628, 4928),
+    "WIDER": (28330, 0, 29161),
+}
+
+
+def split_sizes_table():
+    """The official split sizes as a DataFrame (dataset, train, val, test, trainval)."""
+    import pandas as pd
+
+    table = pd.DataFrame([(name, *sizes) for name, sizes in SPLIT_SIZES.items()],
+                         columns=["dataset", "train", "val", "test"])
+    table["trainval"] = table.train + table.val
+    return table
+
+
 def all_values() -> list:
-    """Every number of `NUMBERS` and `DERIVED` (what must not be typed in a notebook)."""
-    return sorted({n.value for n in NUMBERS} | set(DERIVED.values()))
+    """Every number of `NUMBERS`, `DERIVED` and `SPLIT_SIZES` (what no notebook may type)."""
+    sizes = {v for sizes in SPLIT_SIZES.values() for v in sizes if v}
+    return sorted({n.value for n in NUMBERS} | set(DERIVED.values()) | sizes)

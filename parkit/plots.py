@@ -258,3 +258,53 @@ def accuracy_vs_parameters(table, label: str = "run", x: str = "trainable", y: s
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def ablation_bars(table, label: str = "variant", y: str = "mA", title: str | None = None):
+    """Horizontal bars of an ablation table (first row: the full model, in blue; removals that lose
+    in red, that gain in green), with the standard deviation over seeds as error bars when present."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.2))
+    delta = table[y] - table[y].iloc[0]
+    colors = ["#1f77b4"] + ["#d62728" if d < 0 else "#2ca02c" for d in delta.iloc[1:]]
+    err = table[f"{y} sd"].fillna(0)[::-1] if f"{y} sd" in table else None
+    ax.barh(table[label][::-1], table[y][::-1], xerr=err, color=colors[::-1], capsize=3)
+    ax.set_xlabel("test mA (%)" if y == "mA" else y)
+    ax.set_xlim(max(0, table[y].min() - 5), table[y].max() + 2)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def parameter_groups_bars(table, xlabel: str = "trainable parameters", title: str | None = None):
+    """Stacked horizontal bars of trainable parameters by group, one bar per row of `table`
+    (columns named "[group]", as `count_parameters`' by_group; frozen and empty groups left out)."""
+    groups = [c for c in table.columns if c.startswith("[") and "frozen" not in c and table[c].sum() > 0]
+    ax = table[groups].plot.barh(stacked=True, figsize=(8, 0.5 * len(table) + 1.5), colormap="tab20")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title or "Where the trainable parameters are, by group")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def metric_bars(table, label: str, metrics: Sequence[str] = ("mA", "Acc", "F1"), title: str | None = None):
+    """Grouped bars: one group per metric, one bar per row of `table` (named by its `label` column)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    width = 0.8 / max(len(table), 1)
+    x = np.arange(len(metrics))
+    for k, (_, row) in enumerate(table.iterrows()):
+        ax.bar(x + (k - (len(table) - 1) / 2) * width, [row[m] for m in metrics], width, label=str(row[label]))
+    ax.set_xticks(x)
+    ax.set_xticklabels(metrics)
+    ax.set_ylabel("test score (%)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
