@@ -9,6 +9,7 @@ draws nothing while it runs and writes exactly one final line when it closes (ba
 """
 from __future__ import annotations
 
+import io
 import os
 import sys
 
@@ -40,10 +41,11 @@ class SummaryBar(_text_tqdm):
         if self.disable:
             return
         line = self.format_meter(**self.format_dict) if self.leave else None
+        fp, self.fp = self.fp, io.StringIO()  # tqdm's own close writes "\n" or "\r": swallow it
         super().close()
         if line:
-            self.fp.write(line.strip() + "\n")
-            self.fp.flush()
+            fp.write(line.strip() + "\n")
+            fp.flush()
 
 
 def tqdm(*args, **kwargs):
