@@ -50,6 +50,14 @@ class Experiment:
     out_dir: Path
     spec: dict
 
+    def history(self):
+        """Per-epoch log of the run (`history.csv`); empty when no epoch finished (a time budget
+        can end a run before its first epoch on a busy machine)."""
+        import pandas as pd
+
+        path = self.out_dir / "history.csv"
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["epoch"])
+
     def load_model(self, device=None):
         """The selected model of this run (best on validation)."""
         from parkit.train.checkpoint import load_model

@@ -139,7 +139,7 @@ def fmt(n: PaperNumber) -> str:
     if n.metric in ("params", "total params"):
         text = f"{n.value / 1e6:.2f}M" if n.value % 10_000 == 0 else f"{n.value:,.0f}"
     else:
-        text = f"{n.value:.2f}"
+        text = f"{n.value:.2f}" + ("%" if n.metric == "trainable %" else "")
     return text + ("" if n.verified else UNVERIFIED_MARK)
 
 

@@ -203,6 +203,9 @@ def training_curves(history, title: str | None = None):
     panels = ((axes[0], [c for c in history.columns if "loss" in c], "loss", "Training loss"),
               (axes[1], [c for c in history.columns if c.endswith("mA")], "mA (%)", "mA per epoch"))
     for ax, cols, ylabel, name in panels:
+        if history.empty:
+            ax.text(0.5, 0.5, "no epoch finished\n(time budget reached first)", ha="center", va="center",
+                    transform=ax.transAxes)
         for c in cols:
             ax.plot(history["epoch"], history[c], marker="o", label=c)
         ax.set_xlabel("epoch")

@@ -47,6 +47,7 @@ def test_every_unverified_value_is_marked_the_same_way():
     for metric in paper.METRICS:  # Acc/Prec/Rec and mA/F1 alike: none is verified against the PDF
         assert row[metric].endswith(paper.UNVERIFIED_MARK), (metric, row[metric])
     assert paper.fmt(paper.value("PromptPAR", "RAPv1", "params")) == "2.30M" + paper.UNVERIFIED_MARK
+    assert paper.fmt(paper.value("PromptPAR", "RAPv1", "trainable %")) == "0.75%" + paper.UNVERIFIED_MARK
 
 
 @pytest.mark.parametrize("source", sorted(NOTEBOOK_SOURCES.glob("*.py")), ids=lambda p: p.name)

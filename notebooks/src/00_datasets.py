@@ -82,7 +82,8 @@ print(f"Source: {paper.SPLIT_SIZES_SOURCE}")
 print(official.to_string(index=False))
 
 # %%
-real = pd.DataFrame(survey_datasets(data_root()))
+survey = survey_datasets(data_root())
+real = pd.DataFrame(survey)
 for col in ("attributes", "images", "train", "val", "test", "trainval", "unknown labels"):
     if col in real:
         real[col] = real[col].astype("Int64")
@@ -91,11 +92,11 @@ save_table(table, RES / "00_real_datasets")
 display(Markdown(to_markdown(table)))
 
 # %%
-shown = real[(real.status == "read") & real.dataset.isin(["PA100K", "PETA"])] if "root" in real else real.iloc[:0]
-for name, root in zip(shown.dataset, shown.root):
-    fig = attribute_frequency(load_dataset(name, root, require_images=False), split="trainval")
-    save_figure(fig, FIG / f"00_{name.lower()}_frequency.png")
-if shown.empty:
+shown = [r for r in survey if r["status"] == "read" and r["dataset"] in ("PA100K", "PETA")]
+for r in shown:
+    fig = attribute_frequency(load_dataset(r["dataset"], r["root"], require_images=False), split="trainval")
+    save_figure(fig, FIG / f"00_{r['dataset'].lower()}_frequency.png")
+if not shown:
     print("Set PARKIT_DATA_ROOT to a folder holding PA100k/ and PETA/ to plot the real attribute frequencies.")
 
 # %% [markdown]

@@ -50,7 +50,7 @@ from parkit import paper
 from parkit.experiments import parameter_counts
 
 rap = parameter_counts("promptpar-official", "RAPv1", dict(visual_embed=False), rule="official")
-print(f"paper: {paper.fmt(paper.value('PromptPAR', 'RAPv1', 'trainable %'))}% of the parameters are tuned "
+print(f"paper: {paper.fmt(paper.value('PromptPAR', 'RAPv1', 'trainable %'))} of the parameters are tuned "
       f"({paper.value('PromptPAR', 'RAPv1', 'trainable %').source})")
 print(f"parkit: {rap['trainable']:,} trainable / {rap['total']:,} in the whole RAPv1 model = {rap['percent']:.3f}%; "
       f"CLIP ViT-L/14 alone has {count_clip_parameters('ViT-L/14'):,}")

@@ -39,7 +39,7 @@ exp = run_experiment("promptpar", profile, dataset, epochs=profile.epochs)
 print(exp.row)
 
 # %%
-history = pd.read_csv(exp.out_dir / "history.csv")
+history = exp.history()
 display(history.tail())
 
 # %%

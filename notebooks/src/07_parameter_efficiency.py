@@ -82,7 +82,7 @@ counts = pd.DataFrame([
     {"quantity": "ViT-B/16 trainable parameters, RAPv1 (paper's setting)", "paper": paper.fmt(table_v),
      "source": table_v.source, "parkit": f"{b16_paper['trainable']:,}",
      "matches": round(b16_paper["trainable"] / 1e6, 2) == round(table_v.value / 1e6, 2)},
-    {"quantity": "ViT-L/14 trainable fraction, RAPv1 (2023 code)", "paper": paper.fmt(fraction) + "%",
+    {"quantity": "ViT-L/14 trainable fraction, RAPv1 (2023 code)", "paper": paper.fmt(fraction),
      "source": fraction.source, "parkit": f"{rap['%']:.3f}%", "matches": round(rap["%"], 2) == fraction.value},
     {"quantity": "ViT-L/14 trainable / total, PETA (official log)",
      "paper": f"{log['params']:,.0f} / {log['total params']:,.0f}", "source": paper.OFFICIAL_LOG,
