@@ -93,13 +93,17 @@ def sentence_expansion(results_dir) -> list:
     return [_row(claim, NOT_RETRIEVED, text, "no training (deterministic)", verdict, "02", file)]
 
 
+_OPPONENTS = {"zeroshot-clip": "zero-shot CLIP", "linear-probe": "a linear probe", "vpt-deep": "deep VPT",
+              "finetune": "full fine-tuning", "vtb": "VTB-style fusion"}
+
+
 def main_comparisons(results_dir) -> list:
     """PromptPAR beats each baseline of notebook 04."""
     file = "04_main_results_seeds.csv"
     long = _read(results_dir, file)
     rows = []
     for base, label in BASELINE_LABELS.items():
-        claim = f"PromptPAR beats {label.lower() if base != 'vtb' else 'VTB-style fusion'}"
+        claim = f"PromptPAR beats {_OPPONENTS[base]}"
         if base == "vtb":
             own, vtb = (paper.value(m, "PA100K", "mA", b) for m, b in (("PromptPAR", "ViT-L/14"),
                                                                        ("VTB", "ViT-B/16 + BERT")))
@@ -248,9 +252,11 @@ def notes(results_dir, notebook: str) -> str:
         return ""
     order = {FAILS: 0, UNMEASURABLE: 1, HOLDS: 2}
     mine = mine.sort_values("verdict", key=lambda s: s.map(order), kind="stable")
-    against = (mine["verdict"] == FAILS).sum()
-    head = (f"**Against the paper in this run: {against} of {len(mine)} claims do not hold here.**"
-            if against else f"**No claim of this table goes against the paper in this run** ({len(mine)} checked).")
+    against = int((mine["verdict"] == FAILS).sum())
+    unmeasurable = int((mine["verdict"] == UNMEASURABLE).sum())
+    tally = f"{len(mine)} checked, {unmeasurable} not measurable in this profile"
+    head = (f"**Against the paper in this run: {against} of {len(mine)} claims do not hold here** ({tally})."
+            if against else f"**No claim of this table goes against the paper in this run** ({tally}).")
     lines = [head, "", "From the claims ledger (`parkit.claims`, notebook 11):", ""]
     lines += [f"- *{r['verdict']}*: {r['claim']}: {r[COLUMNS[2]]}" for _, r in mine.iterrows()]
     return "\n".join(lines)

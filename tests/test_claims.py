@@ -32,7 +32,7 @@ def test_ledger_rows_and_verdicts(results):
     assert set(ledger["verdict"]) <= set(claims.VERDICTS)
     by_claim = ledger.set_index("claim")["verdict"]
     assert by_claim["Sentence expansion helps zero-shot recognition"] == claims.HOLDS
-    assert by_claim["PromptPAR beats linear probe"] == claims.FAILS  # the probe row is higher
+    assert by_claim["PromptPAR beats a linear probe"] == claims.FAILS  # the probe row is higher
     assert by_claim["PromptPAR beats VTB-style fusion"] == claims.HOLDS
     assert by_claim["Visual mask helps"] == claims.HOLDS
     assert by_claim["An optimal prompt length exists (longer is not always better)"] == claims.HOLDS
