@@ -119,6 +119,11 @@ def main_comparisons(results_dir) -> list:
     return rows
 
 
+_COMPONENT_CLAIMS = {"region division": "Region division helps", "visual mask": "The visual mask helps",
+                     "global-local branch": "The global-local branch helps", "text prompts": "Text prompts help",
+                     "MM-former": "The MM-former beats linear fusion"}
+
+
 def ablations(results_dir) -> list:
     """Each component of notebook 05 helps: the full model beats the model without it."""
     file = "05_ablation_components_seeds.csv"
@@ -127,8 +132,7 @@ def ablations(results_dir) -> list:
     for component, (label, _) in ABLATIONS.items():
         if component == "official text prompts":
             continue  # parkit's own comparison (inert prompts), not a claim of the paper
-        claim = f"{component} helps" if component != "MM-former" else "the MM-former beats linear fusion"
-        claim = claim[0].upper() + claim[1:]
+        claim = _COMPONENT_CLAIMS[component]
         if long is None:
             rows.append(_missing(claim, NOT_RETRIEVED, "05", file))
             continue

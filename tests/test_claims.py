@@ -34,7 +34,7 @@ def test_ledger_rows_and_verdicts(results):
     assert by_claim["Sentence expansion helps zero-shot recognition"] == claims.HOLDS
     assert by_claim["PromptPAR beats a linear probe"] == claims.FAILS  # the probe row is higher
     assert by_claim["PromptPAR beats VTB-style fusion"] == claims.HOLDS
-    assert by_claim["Visual mask helps"] == claims.HOLDS
+    assert by_claim["The visual mask helps"] == claims.HOLDS
     assert by_claim["An optimal prompt length exists (longer is not always better)"] == claims.HOLDS
     assert by_claim["F1 is the mean of per-sample F1s (at or below the harmonic mean of Prec and Rec)"] == claims.HOLDS
     # absent tables: not measurable, and the row says which notebook writes them
@@ -55,7 +55,7 @@ def test_one_seed_is_not_measurable_and_notes_name_what_goes_against(results):
                  + [{"variant": ABLATIONS["visual mask"][0], "seed": s, "mA": 70.0 + s} for s in (0, 1, 2)]
                  ).to_csv(results / "05_ablation_components_seeds.csv", index=False)
     note = claims.notes(results, "05")
-    assert "Against the paper in this run: 1 of" in note and "Visual mask helps" in note
+    assert "Against the paper in this run: 1 of" in note and "The visual mask helps" in note
 
 
 def test_localization_table_is_read_when_present(results):
