@@ -218,8 +218,9 @@ def metrics(results_dir) -> list:
     published = {ds: {m: paper.value("PromptPAR", ds, m, "ViT-L/14").value for m in ("Prec", "Rec", "F1")}
                  for ds in ("PA100K", "PETA", "RAPv1")}
     paper_ok = all(v["F1"] <= _harmonic(v["Prec"], v["Rec"]) for v in published.values())
-    evidence = "Tables I-III: " + ", ".join(f"{ds} F1 {v['F1']:.2f} vs harmonic mean {_harmonic(v['Prec'], v['Rec']):.2f}"
-                                            for ds, v in published.items()) + f" ({paper.legend()})"
+    evidence = "Tables I-III: " + ", ".join(
+        f"{ds} F1 {v['F1']:.2f} vs harmonic mean {_harmonic(v['Prec'], v['Rec']):.2f}" for ds, v in published.items()
+    ) + f" ({paper.legend()})"
     table = _read(results_dir, file)
     if table is None:
         return [_missing(claim, evidence, "03", file)]

@@ -39,6 +39,9 @@ pytestmark = pytest.mark.browser
 
 
 STATUS_JS = "document.querySelector('.parkit-status .widget-html-content').innerText"
+# True once the explorer's picture element shows another image than the one whose src is passed.
+PICTURE_CHANGED_JS = ("(old) => { const e = document.querySelector('.parkit-picture');"
+                      " return e && e.getAttribute('src') && e.getAttribute('src') !== old; }")
 
 
 def _bar_counts(html: str) -> dict:
@@ -95,12 +98,15 @@ def run_explorer_notebook(notebook: Path, workdir: Path, screenshot: Path, env: 
             seen["picture_attention"] = png_pixels(picture.screenshot())
 
             # Explanation "none": the same image without the overlay.
+            src = picture.get_attribute("src")
             explorer.locator(".parkit-method button", has_text=re.compile(r"^none$")).click()
-            page.wait_for_function("() => document.querySelector('.parkit-method button.mod-active')"
-                                   "?.innerText.trim() === 'none'", timeout=ms)
-            page.wait_for_timeout(1000)  # the picture is redrawn after the kernel answers
+            # the kernel answers with a new PNG: wait for the element's image to be replaced
+            page.wait_for_function(PICTURE_CHANGED_JS, arg=src, timeout=ms)
             seen["picture_plain"] = png_pixels(picture.screenshot())
+            src = picture.get_attribute("src")
             explorer.locator(".parkit-method button", has_text=re.compile(r"^attention$")).click()
+            page.wait_for_function(PICTURE_CHANGED_JS, arg=src, timeout=ms)
+            src = picture.get_attribute("src")
 
             # Threshold slider: focus its handle and step with the arrow keys to the target.
             explorer.locator(".parkit-threshold .noUi-handle").focus()
@@ -115,7 +121,7 @@ def run_explorer_notebook(notebook: Path, workdir: Path, screenshot: Path, env: 
             explorer.locator(".parkit-image .noUi-handle").focus()
             page.keyboard.press("ArrowRight")
             page.wait_for_function(f"() => {STATUS_JS}.includes('image 2/')", timeout=ms)
-            page.wait_for_timeout(1000)
+            page.wait_for_function(PICTURE_CHANGED_JS, arg=src, timeout=ms)
             seen["status_image"] = status.inner_text()
             seen["picture_next"] = png_pixels(picture.screenshot())
             screenshot.parent.mkdir(parents=True, exist_ok=True)

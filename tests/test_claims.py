@@ -40,8 +40,8 @@ def test_ledger_rows_and_verdicts(results):
     # absent tables: not measurable, and the row says which notebook writes them
     attention = ledger[ledger["notebook"] == "09"].iloc[0]
     assert attention["verdict"] == claims.UNMEASURABLE and "09_localization.csv" in attention["this run's measurement"]
-    assert "61.00 ± 0.10" not in ledger.to_string()  # measurements are means ± sd of the seeds
-    assert "70.10 ± 0.10" in ledger.set_index("claim").loc["PromptPAR beats VTB-style fusion", "this run's measurement"]
+    vtb = ledger.set_index("claim").loc["PromptPAR beats VTB-style fusion", "this run's measurement"]
+    assert "70.10 ± 0.10" in vtb
 
 
 def test_one_seed_is_not_measurable_and_notes_name_what_goes_against(results):

@@ -110,7 +110,8 @@ def describe(src: Path) -> tuple:
     if not cells or cells[0].cell_type != "markdown":
         raise ValueError(f"{src}: the first cell must be markdown with the notebook's title and purpose")
     text = cells[0].source
-    title = next((line.lstrip("# ").split("·", 1)[-1].strip() for line in text.splitlines() if line.startswith("# ")), None)
+    headings = [line for line in text.splitlines() if line.startswith("# ")]
+    title = headings[0].lstrip("# ").split("·", 1)[-1].strip() if headings else None
     lead = _LEAD.search(text)
     if title is None or lead is None:
         raise ValueError(f"{src}: the first markdown cell needs a '# NN · Title' line and a "
