@@ -50,6 +50,14 @@ class Experiment:
     out_dir: Path
     spec: dict
 
+    def history(self):
+        """Per-epoch log of the run (`history.csv`); empty when no epoch finished (a time budget
+        can end a run before its first epoch on a busy machine)."""
+        import pandas as pd
+
+        path = self.out_dir / "history.csv"
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["epoch"])
+
     def load_model(self, device=None):
         """The selected model of this run (best on validation)."""
         from parkit.train.checkpoint import load_model
@@ -79,8 +87,7 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
         An `Experiment` whose `row` holds name, preset, test mA/Acc/Prec/Rec/F1 (percent) of the
         model selected on validation, trainable/total parameters and minutes.
     """
-    from parkit.model import count_parameters, create_model
-    from parkit.train import train
+    from parkit.model import count_parameters
 
     preset = preset or profile.preset
     overrides = dict(overrides or {})
@@ -102,17 +109,16 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    model = create_model(preset, attributes=list(dataset.attributes), sentences=list(dataset.sentences),
-                         device=profile.device, **overrides)
+    model = build_model(preset, dataset.attributes, dataset.sentences, overrides, device=profile.device)
     counts = count_parameters(model)
     if counts["trainable"] == 0:
         # Nothing to train (zero-shot CLIP): calibrate its decision offsets on the training
         # split when the model can, then evaluate; there is no epoch and no checkpoint.
         test, epochs_done, best_epoch = _evaluate_frozen(model, dataset, profile), 0, None
     else:
-        result = train(model, dataset, epochs=epochs, batch_size=profile.batch_size, out_dir=out,
-                       device=profile.device, seed=seed, max_minutes=profile.max_minutes,
-                       eval_limit=profile.eval_limit, progress=progress, verbose=False, **train_kwargs)
+        result = _train(model, dataset, epochs=epochs, batch_size=profile.batch_size, out_dir=out,
+                        device=profile.device, seed=seed, max_minutes=profile.max_minutes,
+                        eval_limit=profile.eval_limit, progress=progress, verbose=False, **train_kwargs)
         test = result.test_metrics.get("selected") or result.test_metrics.get("last") or {}
         epochs_done, best_epoch = result.epochs_done, result.best_epoch
     row = {"run": name, "preset": preset, **{k: test.get(k) for k in HEADLINE},
@@ -139,15 +145,182 @@ def _evaluate_frozen(model, dataset, profile: Profile) -> dict:
     return ev.summary()
 
 
-def sweep(profile: Profile, dataset, setting: str, values, epochs: Optional[int] = None,
-          metrics=("mA", "Acc", "F1")):
-    """One run per value of a config `setting` (an ablation curve): a DataFrame with the setting,
-    the test metrics and the trainable parameters of each run (epochs: the profile's ablation budget)."""
+def _train(model, dataset, **kwargs):
+    """`parkit.train.train`, looked up when called (one seam that tests replace to see the model)."""
+    from parkit.train import train
+
+    return train(model, dataset, **kwargs)
+
+
+def build_model(preset: str, attributes, sentences=None, overrides: Optional[dict] = None, *,
+                device=None, pretrained: bool = True):
+    """The model `run_experiment` trains for `preset` on these attributes.
+
+    One builder for training and for counting: `parameter_counts` calls it with
+    `device="meta", pretrained=False`, so a count always describes the model that is trained.
+
+    Args:
+        preset: model preset.
+        attributes: attribute names (or a dataset/schema name, see `create_model`).
+        sentences: their sentences (None: the schema's).
+        overrides: config overrides.
+        device: where the model lives ("meta" with pretrained=False: shapes only).
+        pretrained: load the backbone's weights.
+
+    Returns:
+        The model, as `parkit.create_model` returns it.
+    """
+    from parkit.model import create_model
+
+    return create_model(preset, attributes=list(attributes) if not isinstance(attributes, str) else attributes,
+                        sentences=list(sentences) if sentences is not None else None,
+                        pretrained=pretrained, device=device, **dict(overrides or {}))
+
+
+def parameter_counts(preset: str, dataset, overrides: Optional[dict] = None, rule: str = "exact") -> dict:
+    """Trainable and total parameters of the model `run_experiment` would train for `preset`.
+
+    Built as shapes only (PyTorch's "meta" device: no weights, no memory, about a second for
+    ViT-L/14), through `build_model`, the builder training uses.
+
+    Args:
+        preset: model preset.
+        dataset: a schema name ("PETA": its attributes and official sentences) or a `PARDataset`
+            (its attributes and sentences, as `run_experiment` uses them).
+        overrides: config overrides.
+        rule: "exact" (what trains) or "official" (the released code's substring rule).
+
+    Returns:
+        `count_parameters`' dict: trainable, total, percent, by_group.
+    """
+    import gc
+
+    from parkit.attributes import get_schema
+    from parkit.model import count_parameters
+
+    source = get_schema(dataset) if isinstance(dataset, str) else dataset
+    model = build_model(preset, source.attributes, source.sentences, overrides, device="meta", pretrained=False)
+    counts = count_parameters(model, rule=rule)
+    del model
+    gc.collect()  # ViT-L/14 shapes are cheap, but a loop over presets should not keep them all
+    return counts
+
+
+def list_runs(profile: Profile):
+    """Every finished run of `profile` (read from `runs/`): one row per run, newest names last.
+
+    Returns:
+        A DataFrame with the rows `run_experiment` wrote (run, preset, metrics, trainable, ...)
+        plus `seed` and `dir`; empty when nothing has run yet.
+    """
     import pandas as pd
 
     rows = []
-    for value in values:
-        exp = run_experiment(f"{setting}={value}", profile, dataset, overrides={setting: value},
-                             epochs=profile.ablation_epochs if epochs is None else epochs)
-        rows.append({setting: value, **{k: exp.row[k] for k in metrics}, "trainable": exp.row["trainable"]})
+    for path in sorted(runs_dir(profile).glob("*/experiment.json")):
+        saved = json.loads(path.read_text())
+        rows.append({**saved["row"], "seed": saved.get("spec", {}).get("seed"), "dir": str(path.parent)})
     return pd.DataFrame(rows)
+
+
+def compare(specs, profile: Profile, dataset, seeds=None, metrics=HEADLINE, label: str = "method"):
+    """Run every spec once per seed and summarise each as mean and standard deviation.
+
+    Each run is `run_experiment(..., seed=s)`, so model selection stays on the validation split
+    and finished runs are read back instead of retrained.
+
+    Args:
+        specs: (label, kwargs) pairs; kwargs go to `run_experiment` (name defaults to the label).
+        profile: the notebook's profile.
+        dataset: a `PARDataset`.
+        seeds: seeds to run (default: `profile.seeds`).
+        metrics: metric columns to summarise.
+        label: name of the column holding each spec's label.
+
+    Returns:
+        A DataFrame with one row per spec: `label`, each metric's mean (column `mA`, ...) and
+        standard deviation over seeds (`mA sd`; NaN with one seed), `seeds` (how many), and
+        `trainable` / `total` parameters. `df.attrs["per_seed"]` holds one row per (spec, seed).
+    """
+    import pandas as pd
+
+    seeds = tuple(profile.seeds if seeds is None else seeds)
+    if not seeds:
+        raise ValueError("compare needs at least one seed (profile.seeds is empty)")
+    per_seed = []
+    for name, kwargs in specs:
+        kwargs = dict(kwargs)
+        run_name = kwargs.pop("name", name)
+        for seed in seeds:
+            exp = run_experiment(run_name, profile, dataset, seed=seed, **kwargs)
+            per_seed.append({label: name, "seed": seed, **{k: exp.row.get(k) for k in metrics},
+                             "trainable": exp.row["trainable"], "total": exp.row["total"]})
+    long = pd.DataFrame(per_seed)
+    return _summarise(long, label, metrics)
+
+
+def _summarise(long, label: str, metrics):
+    import pandas as pd
+
+    order = list(dict.fromkeys(long[label]))
+    grouped = long.groupby(label, sort=False)
+    table = pd.DataFrame({label: order})
+    for k in metrics:
+        table[k] = grouped[k].mean().reindex(order).to_numpy()
+        table[f"{k} sd"] = grouped[k].std(ddof=1).reindex(order).to_numpy()
+    table["seeds"] = grouped["seed"].nunique().reindex(order).to_numpy()
+    table["trainable"] = grouped["trainable"].first().reindex(order).to_numpy()
+    table["total"] = grouped["total"].first().reindex(order).to_numpy()
+    table.attrs["per_seed"] = long
+    return table
+
+
+def sweep(profile: Profile, dataset, setting: str, values, epochs: Optional[int] = None,
+          metrics=("mA", "Acc", "F1"), seeds=None):
+    """One run per value of a config `setting` and seed (an ablation curve).
+
+    Returns:
+        `compare`'s table with the setting as its label column: mean and sd of the test metrics
+        over seeds and the trainable parameters of each value (epochs: the profile's ablation
+        budget).
+    """
+    epochs = profile.ablation_epochs if epochs is None else epochs
+    specs = [(value, dict(name=f"{setting}={value}", overrides={setting: value}, epochs=epochs)) for value in values]
+    return compare(specs, profile, dataset, seeds=seeds, metrics=metrics, label=setting)
+
+
+# The comparisons of notebooks 04 and 05, named once: the claims ledger (`parkit.claims`) finds
+# the rows of results/ by these labels.
+PROMPTPAR_LABEL = "PromptPAR (parkit)"
+BASELINE_LABELS = {
+    "zeroshot-clip": "Zero-shot CLIP (expanded sentences)",
+    "linear-probe": "Linear probe",
+    "vpt-deep": "Deep VPT (no regions)",
+    "finetune": "Full fine-tuning",
+    "vtb": "VTB-style fusion",
+}
+FULL_VARIANT = "full PromptPAR"
+ABLATIONS = {
+    "region division": ("- region division (no part tokens, mask, GL)",
+                        dict(use_div=False, use_vismask=False, use_gl=False)),
+    "visual mask": ("- visual mask", dict(use_vismask=False)),
+    "global-local branch": ("- global-local branch", dict(use_gl=False)),
+    "official text prompts": ("text prompts: official (inert)", dict(text_prompt_placement="official")),
+    "text prompts": ("- text prompts", dict(use_textprompt=False)),
+    "MM-former": ("linear fusion instead of MM-former", dict(use_mm_former=False)),
+}
+
+
+def main_method_specs(profile: Profile) -> list:
+    """`compare` specs of notebook 04: every baseline of the profile's backbone family, then PromptPAR."""
+    suffix = "" if profile.is_paper else "-micro"
+    specs = [(label, dict(name=f"{base}{suffix}", preset=f"{base}{suffix}", epochs=profile.epochs))
+             for base, label in BASELINE_LABELS.items()]
+    return specs + [(PROMPTPAR_LABEL, dict(name="promptpar", preset=profile.preset, epochs=profile.epochs))]
+
+
+def ablation_specs(profile: Profile) -> list:
+    """`compare` specs of notebook 05: full PromptPAR and one run per removed component (the
+    smoke profile keeps the first two removals)."""
+    variants = list(ABLATIONS.values())[: 2 if profile.name == "smoke" else None]
+    return [(label, dict(name="ablate:" + label, overrides=overrides, epochs=profile.ablation_epochs))
+            for label, overrides in [(FULL_VARIANT, {}), *variants]]

@@ -34,11 +34,70 @@ def _region_legend(ax, regions):
               loc="best", fontsize=8, title_fontsize=8)
 
 
+MAX_PNG_BYTES = 150_000  # committed notebooks carry every figure; keep each one light
+_MIN_DPI = 40
+
+
 def savefig(fig, path: Path | str, dpi: int = 110) -> Path:
-    """Save a figure as PNG (parents created) and return the path."""
+    """Save a figure as PNG (parents created) and return the path; nothing is displayed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def in_kernel() -> bool:
+    """Whether the code runs inside a Jupyter kernel (where `display` reaches a notebook)."""
+    try:
+        from IPython import get_ipython  # noqa: PLC0415 (optional: parkit runs without IPython)
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def _quantize_png(path: Path) -> None:
+    """Rewrite a PNG with a 256-colour palette (a third of the size for photographs)."""
+    from PIL import Image  # noqa: PLC0415 (Pillow comes with matplotlib)
+
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=256)
+    small.save(path, optimize=True)
+
+
+def save_figure(fig, path: Path | str, dpi: int = 110, max_bytes: int = MAX_PNG_BYTES,
+                show: bool | None = None) -> Path:
+    """Save a figure under `path` as PNG and show the same picture inline in a notebook.
+
+    The figure is saved at `dpi`, lowered step by step while the file is larger than `max_bytes`
+    (so committed notebooks stay small; at the lowest dpi the colours are reduced to a palette),
+    then closed: the displayed PNG is the saved file, so the
+    notebook and `figures/` show the same picture and the backend never draws it a second time.
+
+    Args:
+        fig: a matplotlib Figure.
+        path: where to write the PNG (parents are created).
+        dpi: the preferred resolution.
+        max_bytes: largest acceptable file size.
+        show: display inline (default: only inside a Jupyter kernel).
+
+    Returns:
+        The path of the PNG.
+    """
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (matplotlib is imported on first plot)
+
+    path = savefig(fig, path, dpi=dpi)
+    while path.stat().st_size > max_bytes and dpi > _MIN_DPI:
+        # PNG size grows about with the pixel count, i.e. with dpi squared
+        dpi = max(_MIN_DPI, int(dpi * 0.9 * (max_bytes / path.stat().st_size) ** 0.5))
+        savefig(fig, path, dpi=dpi)
+    if path.stat().st_size > max_bytes:
+        _quantize_png(path)  # still too large at the lowest dpi (photographs): 256 colours
+    plt.close(fig)
+    if in_kernel() if show is None else show:
+        from IPython.display import Image, display  # noqa: PLC0415
+
+        display(Image(filename=str(path)))
     return path
 
 
@@ -129,6 +188,136 @@ def metric_curve(df, x: str, y: str = "mA", hue: str | None = None, xlabel: str 
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel(y if y != "mA" else "mA (%)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history, title: str | None = None):
+    """Loss and mA per epoch of one run, side by side, from its `history.csv` frame."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    panels = ((axes[0], [c for c in history.columns if "loss" in c], "loss", "Training loss"),
+              (axes[1], [c for c in history.columns if c.endswith("mA")], "mA (%)", "mA per epoch"))
+    for ax, cols, ylabel, name in panels:
+        if history.empty:
+            ax.text(0.5, 0.5, "no epoch finished\n(time budget reached first)", ha="center", va="center",
+                    transform=ax.transAxes)
+        for c in cols:
+            ax.plot(history["epoch"], history[c], marker="o", label=c)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if cols:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def per_attribute_bars(attributes: Sequence[str], values, regions: Sequence[str], ylabel: str = "mA (%)",
+                       title: str | None = None, chance: float | None = 50.0, ax=None):
+    """One bar per attribute coloured by body region, with an optional chance line."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(10, 3.6))
+    else:
+        fig = ax.figure
+    ax.bar(range(len(attributes)), np.asarray(values, dtype=float), color=region_colors(regions))
+    if chance is not None:
+        ax.axhline(chance, color="k", lw=0.8, ls="--")
+    ax.set_xticks(range(len(attributes)))
+    ax.set_xticklabels(attributes, rotation=75, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_parameters(table, label: str = "run", x: str = "trainable", y: str = "mA",
+                           title: str | None = None, yerr: str | None = None):
+    """Scatter of a metric against trainable parameters (log axis), one labelled point per row.
+
+    Args:
+        table: a DataFrame with columns `label`, `x` and `y` (and `yerr` when given).
+        label: column naming each point.
+        x, y: columns of the axes.
+        title: figure title.
+        yerr: optional column of error bars (e.g. the standard deviation over seeds).
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xs = table[x].clip(lower=1)  # zero-shot trains nothing: draw it at 1 on the log axis
+    if yerr is not None and yerr in table:
+        ax.errorbar(xs, table[y], yerr=table[yerr].fillna(0), fmt="o", capsize=3)
+    else:
+        ax.scatter(xs, table[y], s=50)
+    for xv, yv, name in zip(xs, table[y], table[label]):
+        ax.annotate(str(name), (xv, yv), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log)")
+    ax.set_ylabel("test mA (%)" if y == "mA" else y)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_bars(table, label: str = "variant", y: str = "mA", title: str | None = None):
+    """Horizontal bars of an ablation table (first row: the full model, in blue; removals that lose
+    in red, that gain in green), with the standard deviation over seeds as error bars when present."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.2))
+    delta = table[y] - table[y].iloc[0]
+    colors = ["#1f77b4"] + ["#d62728" if d < 0 else "#2ca02c" for d in delta.iloc[1:]]
+    err = table[f"{y} sd"].fillna(0)[::-1] if f"{y} sd" in table else None
+    ax.barh(table[label][::-1], table[y][::-1], xerr=err, color=colors[::-1], capsize=3)
+    ax.set_xlabel("test mA (%)" if y == "mA" else y)
+    ax.set_xlim(max(0, table[y].min() - 5), table[y].max() + 2)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def parameter_groups_bars(table, xlabel: str = "trainable parameters", title: str | None = None):
+    """Stacked horizontal bars of trainable parameters by group, one bar per row of `table`
+    (columns named "[group]", as `count_parameters`' by_group; frozen and empty groups left out)."""
+    groups = [c for c in table.columns if c.startswith("[") and "frozen" not in c and table[c].sum() > 0]
+    ax = table[groups].plot.barh(stacked=True, figsize=(8, 0.5 * len(table) + 1.5), colormap="tab20")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title or "Where the trainable parameters are, by group")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def metric_bars(table, label: str, metrics: Sequence[str] = ("mA", "Acc", "F1"), title: str | None = None):
+    """Grouped bars: one group per metric, one bar per row of `table` (named by its `label` column)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    width = 0.8 / max(len(table), 1)
+    x = np.arange(len(metrics))
+    for k, (_, row) in enumerate(table.iterrows()):
+        ax.bar(x + (k - (len(table) - 1) / 2) * width, [row[m] for m in metrics], width, label=str(row[label]))
+    ax.set_xticks(x)
+    ax.set_xticklabels(metrics)
+    ax.set_ylabel("test score (%)")
+    ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)

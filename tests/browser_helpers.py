@@ -251,3 +251,54 @@ def jupyterlab_server(root_dir: Path, env_extra: dict = None, timeout: float = 6
             proc.wait()
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the browser test compares the page with
+# ---------------------------------------------------------------------------------------------
+
+def png_pixels(png: bytes) -> np.ndarray:
+    """(H, W, 3) float array of a PNG (e.g. a Playwright element screenshot)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float64)
+
+
+def outcome_counts(gt, probs, ignore, threshold: float) -> dict:
+    """TP / FP / FN / TN of one image at `threshold`, written out independently of the widget:
+    an attribute is predicted positive when p > threshold; unknown labels count nowhere."""
+    gt, probs, ignore = np.asarray(gt), np.asarray(probs, dtype=np.float64), np.asarray(ignore, dtype=bool)
+    pred, known = probs > threshold, ~ignore
+    return {"TP": int((pred & (gt == 1) & known).sum()), "FP": int((pred & (gt == 0) & known).sum()),
+            "FN": int((~pred & (gt == 1) & known).sum()), "TN": int((~pred & (gt == 0) & known).sum())}
+
+
+def smoke_model_probabilities(n_images: int = 2):
+    """The smoke profile's PromptPAR (the cached run the explorer notebook loads) applied to the
+    first `n_images` test images: (probs (n, A), gt (n, A), ignore (n, A))."""
+    from parkit.experiments import run_experiment
+    from parkit.explain import model_inputs
+    from parkit.profiles import get_profile, profile_dataset
+
+    profile = get_profile("smoke")
+    dataset = profile_dataset(profile)
+    model = run_experiment("promptpar", profile, dataset, epochs=profile.epochs).load_model(device="cpu").eval()
+    rows = dataset.split_indices("test")[:n_images]
+    with torch.no_grad():
+        probs = torch.sigmoid(model(model_inputs(model, dataset, rows)).logits.float()).numpy()
+    return probs, dataset.binary_labels[rows], dataset.ignore_mask[rows]
+
+
+def threshold_that_changes_counts(gt, probs, ignore, start: float = 0.45) -> float:
+    """A threshold (a multiple of 0.01) at which the image's counts differ from those at `start`,
+    nearest to `start` first, so the slider moves a few keyboard steps."""
+    before = outcome_counts(gt, probs, ignore, start)
+    for k in range(1, 46):
+        for t in (round(start - 0.01 * k, 2), round(start + 0.01 * k, 2)):
+            clear = np.abs(np.asarray(probs) - t).min() > 1e-3  # no probability on the edge of float noise
+            if 0.0 < t < 1.0 and clear and outcome_counts(gt, probs, ignore, t) != before:
+                return t
+    raise AssertionError("no threshold changes this image's counts: every probability is 0 or 1")

@@ -4,9 +4,15 @@ JupyterLab is started on 127.0.0.1 (free port, no token) over a copy of
 notebooks/10_attribute_explorer.ipynb in `.cache/browser/` (so autosave never touches the committed
 notebook, while the kernel still finds the repository and reuses the cached smoke run), with
 PARKIT_PROFILE=smoke. Chromium opens the notebook, runs all cells, waits for the explorer, moves
-the threshold slider and the image slider with the keyboard, checks that the status line and the
-bar chart follow, and saves a screenshot to `.cache/smoke/figures/10_explorer_browser.png`
-(or $PARKIT_OUTPUT_ROOT/figures).
+the threshold slider and the image slider with the keyboard, and checks what a reader sees:
+
+- the picture is a real image (pixel variance of an element screenshot), and the attention overlay
+  is drawn on it (switching the explanation to "none" changes the pixels);
+- moving the threshold changes the bars' TP / FP / FN counts to the values computed here from the
+  smoke model's own probabilities (`browser_helpers.smoke_model_probabilities`);
+- switching to the next image changes the picture.
+
+A screenshot goes to `.cache/smoke/figures/10_explorer_browser.png` (or $PARKIT_OUTPUT_ROOT/figures).
 
 Needs Debian's Chromium (/usr/bin/chromium, or $PARKIT_CHROMIUM) and Python playwright; never
 `playwright install`. Skips with the reason when either is missing.
@@ -16,9 +22,11 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from browser_helpers import CHROMIUM, chromium_missing_reason, jupyterlab_server
+from browser_helpers import (CHROMIUM, chromium_missing_reason, jupyterlab_server, outcome_counts, png_pixels,
+                             smoke_model_probabilities, threshold_that_changes_counts)
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "10_attribute_explorer.ipynb"
@@ -31,10 +39,21 @@ pytestmark = pytest.mark.browser
 
 
 STATUS_JS = "document.querySelector('.parkit-status .widget-html-content').innerText"
+# True once the explorer's picture element shows another image than the one whose src is passed.
+PICTURE_CHANGED_JS = ("(old) => { const e = document.querySelector('.parkit-picture');"
+                      " return e && e.getAttribute('src') && e.getAttribute('src') !== old; }")
 
 
-def run_explorer_notebook(notebook: Path, workdir: Path, screenshot: Path, env: dict, timeout_s: float = 240):
+def _bar_counts(html: str) -> dict:
+    outcomes = re.findall(r'data-outcome="(\w+)"', html)
+    return {k: outcomes.count(k) for k in ("TP", "FP", "FN", "TN")}
+
+
+def run_explorer_notebook(notebook: Path, workdir: Path, screenshot: Path, env: dict, timeout_s: float = 240,
+                          target_threshold: float = 0.0):
     """Open `notebook` in JupyterLab, Run All, drive the explorer; return what was observed.
+
+    The threshold slider is moved from 0.45 to `target_threshold` (keyboard steps of 0.01).
 
     `timeout_s` bounds each wait; the long one is Run All, which trains the smoke model when the run
     cache holds none yet (about a minute here) and takes seconds otherwise.
@@ -75,11 +94,26 @@ def run_explorer_notebook(notebook: Path, workdir: Path, screenshot: Path, env: 
                 " return e && e.innerText.includes('threshold 0.45'); }", timeout=ms)
             seen["status_before"] = status.inner_text()
             seen["bars_before"] = explorer.locator(".parkit-bars .widget-html-content").inner_html()
+            picture = explorer.locator(".parkit-picture")
+            seen["picture_attention"] = png_pixels(picture.screenshot())
 
-            # Threshold slider: focus its handle and press Home (-> 0.00): every negative label becomes FP.
+            # Explanation "none": the same image without the overlay.
+            src = picture.get_attribute("src")
+            explorer.locator(".parkit-method button", has_text=re.compile(r"^none$")).click()
+            # the kernel answers with a new PNG: wait for the element's image to be replaced
+            page.wait_for_function(PICTURE_CHANGED_JS, arg=src, timeout=ms)
+            seen["picture_plain"] = png_pixels(picture.screenshot())
+            src = picture.get_attribute("src")
+            explorer.locator(".parkit-method button", has_text=re.compile(r"^attention$")).click()
+            page.wait_for_function(PICTURE_CHANGED_JS, arg=src, timeout=ms)
+            src = picture.get_attribute("src")
+
+            # Threshold slider: focus its handle and step with the arrow keys to the target.
             explorer.locator(".parkit-threshold .noUi-handle").focus()
-            page.keyboard.press("Home")
-            page.wait_for_function(f"() => {STATUS_JS}.includes('threshold 0.00')", timeout=ms)
+            steps = round((target_threshold - 0.45) / 0.01)
+            for _ in range(abs(steps)):
+                page.keyboard.press("ArrowRight" if steps > 0 else "ArrowLeft")
+            page.wait_for_function(f"() => {STATUS_JS}.includes('threshold {target_threshold:.2f}')", timeout=ms)
             seen["status_threshold"] = status.inner_text()
             seen["bars_threshold"] = explorer.locator(".parkit-bars .widget-html-content").inner_html()
 
@@ -87,7 +121,9 @@ def run_explorer_notebook(notebook: Path, workdir: Path, screenshot: Path, env: 
             explorer.locator(".parkit-image .noUi-handle").focus()
             page.keyboard.press("ArrowRight")
             page.wait_for_function(f"() => {STATUS_JS}.includes('image 2/')", timeout=ms)
+            page.wait_for_function(PICTURE_CHANGED_JS, arg=src, timeout=ms)
             seen["status_image"] = status.inner_text()
+            seen["picture_next"] = png_pixels(picture.screenshot())
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             explorer.scroll_into_view_if_needed()
             page.screenshot(path=str(screenshot), full_page=False)
@@ -114,19 +150,36 @@ def test_explorer_runs_and_reacts_in_jupyterlab(tmp_path):
         pytest.skip(reason)
     out_root = Path(os.environ.get("PARKIT_OUTPUT_ROOT") or REPO / ".cache" / "smoke")
     screenshot = out_root / "figures" / "10_explorer_browser.png"
+    # The model the notebook loads (the cached smoke run; trained here first if missing), applied
+    # to the first test image: the counts the bars must show.
+    probs, gt, ignore = smoke_model_probabilities(n_images=1)
+    target = threshold_that_changes_counts(gt[0], probs[0], ignore[0])
     # Figures the notebook writes go to tmp_path; the training run is the shared smoke cache.
     env = {"PARKIT_PROFILE": "smoke", "PARKIT_OUTPUT_ROOT": str(tmp_path / "outputs")}
     workdir = REPO / ".cache" / "browser"
     try:
-        seen = run_explorer_notebook(NOTEBOOK, workdir, screenshot, env)
+        seen = run_explorer_notebook(NOTEBOOK, workdir, screenshot, env, target_threshold=target)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     assert not seen["errors"], seen["errors"]
     assert "threshold 0.45" in seen["status_before"]
-    assert "threshold 0.00" in seen["status_threshold"]
-    # At threshold 0 no attribute is predicted negative: the bars hold no TN and no FN.
-    outcomes = re.findall(r'data-outcome="(\w+)"', seen["bars_threshold"])
-    assert outcomes and set(outcomes) <= {"TP", "FP", "ignored"}, outcomes
-    assert seen["bars_threshold"] != seen["bars_before"]
+    assert f"threshold {target:.2f}" in seen["status_threshold"]
+
+    # The bars' outcomes are the model's probabilities against the threshold, before and after.
+    before, after = _bar_counts(seen["bars_before"]), _bar_counts(seen["bars_threshold"])
+    assert before == outcome_counts(gt[0], probs[0], ignore[0], 0.45), before
+    assert after == outcome_counts(gt[0], probs[0], ignore[0], target), after
+    assert before != after
+    assert f"FP {after['FP']}" in seen["status_threshold"] and f"FN {after['FN']}" in seen["status_threshold"]
+
+    # A picture is there (not a blank element), with the attention overlay drawn on it.
+    attention, plain, following = seen["picture_attention"], seen["picture_plain"], seen["picture_next"]
+    assert attention.std() > 20 and plain.std() > 10, (attention.std(), plain.std())
+    assert attention.shape == plain.shape and np.abs(attention - plain).mean() > 5
+    # Jet overlay colours are saturated; the plain SynthPAR picture is much less so.
+    saturation = lambda img: (img.max(axis=2) - img.min(axis=2)).mean()  # noqa: E731
+    assert saturation(attention) > saturation(plain)
+    # Switching image changes the picture.
     assert "image 2/" in seen["status_image"]
+    assert following.shape != attention.shape or np.abs(following - attention).mean() > 5
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000

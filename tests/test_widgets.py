@@ -319,3 +319,17 @@ def test_heat_maps_are_cached_per_image_and_bounded(tiny):
     for attr in range(len(ATTRS)):
         ex.attribute.value = attr
     assert model.calls == calls + 1
+
+
+def test_explorer_view_figure_is_the_widgets_view(explorer):
+    from parkit.widgets import explorer_view_figure
+
+    explorer.threshold.value = 0.3
+    fig = explorer_view_figure(explorer)
+    picture, bars = fig.axes[:2]
+    # the left panel is exactly the picture the widget shows (image with the current explanation)
+    np.testing.assert_array_equal(picture.get_images()[0].get_array(), explorer.render_image(explorer.position))
+    counts = summarize_errors(explorer.outcomes())
+    assert f"threshold 0.30: TP {counts['TP']}, FP {counts['FP']}, FN {counts['FN']}" == bars.get_title()
+    assert [t.get_text() for t in bars.get_yticklabels()] == explorer.attributes
+    assert len(bars.patches) >= len(explorer.attributes)  # one bar per attribute

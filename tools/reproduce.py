@@ -2,13 +2,16 @@
 
 `make reproduce` calls this with `--profile demo`: every notebook runs top to bottom in a fresh
 kernel, writes its figures under figures/ and tables under results/, and keeps its outputs so the
-committed notebooks show this run. Widget state is stripped (it is large and useless offline).
+committed notebooks show this run, figures included (`parkit.plots.save_figure` shows each one).
+Widget state is stripped (it is large and useless offline) and progress bars leave one final line
+each ($PARKIT_PROGRESS=summary; residue of bars is removed as well).
 A notebook that fails stops the sequence with its name; the ones already run keep their outputs.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,12 +22,50 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
 
+# A tqdm bar as text: "  0%|          | 0/30 [00:00<?, ?it/s]" or "epoch 1/6:  40%|####  | ..."
+_BAR = re.compile(r"\d{1,3}%\|")
+WIDGET_PLACEHOLDER = "(interactive widget: run the notebook to use it)"
+
+
+def _final_line(text: str) -> str:
+    """What a terminal shows of `text`: each line's last carriage-return segment."""
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
+def clean_stream(text: str) -> str:
+    """A stream output without progress residue: carriage-return updates collapsed to their
+    final state, and bars that never finished (not at 100%) removed."""
+    lines = _final_line(text).split("\n")
+    return "\n".join(line for line in lines if not (_BAR.search(line) and "100%|" not in line))
+
+
+def clean_outputs(outputs: list) -> list:
+    """Outputs fit to commit: no widget views (tqdm widget bars are dropped, other widgets become a
+    one-line placeholder) and no partial progress bars in text streams."""
+    kept = []
+    for out in outputs:
+        data = out.get("data", {})
+        if "application/vnd.jupyter.widget-view+json" in data:
+            if _BAR.search(str(data.get("text/plain", ""))):
+                continue  # a progress widget: its text fallback is a frozen partial bar
+            data.pop("application/vnd.jupyter.widget-view+json")
+            data["text/plain"] = WIDGET_PLACEHOLDER
+        if out.get("output_type") == "stream":
+            text = out.get("text", "")
+            out["text"] = clean_stream("".join(text) if isinstance(text, list) else text)
+            if not out["text"].strip():
+                continue
+        kept.append(out)
+    return kept
+
+
 def strip_widget_state(path: Path) -> None:
     """Make an executed notebook fit to commit.
 
-    Removes widget state and widget-view outputs that only a live kernel can render, and
-    papermill's injected parameters cell: left in, it would pin PROFILE to this run's value and
-    override $PARKIT_PROFILE, so `make test` would run the demo profile instead of smoke.
+    Removes widget state, widget-view outputs that only a live kernel can render (see
+    `clean_outputs`), progress residue, and papermill's injected parameters cell: left in, it
+    would pin PROFILE to this run's value and override $PARKIT_PROFILE, so `make test` would run the
+    demo profile instead of smoke.
     """
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("widgets", None)
@@ -32,11 +73,8 @@ def strip_widget_state(path: Path) -> None:
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)  # timings on markdown cells too: noise in diffs
         cell.metadata.pop("execution", None)
-        for out in cell.get("outputs", []):
-            data = out.get("data", {})
-            if "application/vnd.jupyter.widget-view+json" in data:
-                data.pop("application/vnd.jupyter.widget-view+json")
-                data.setdefault("text/plain", "(interactive widget: run the notebook to use it)")
+        if cell.cell_type == "code":
+            cell.outputs = clean_outputs(cell.get("outputs", []))
     nb.metadata.pop("papermill", None)
     nbformat.write(nb, path)
 
@@ -51,6 +89,8 @@ def main(argv=None) -> int:
 
     os.environ["PARKIT_PROFILE"] = args.profile
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # Committed outputs are frozen: bars draw nothing while running and leave one final line.
+    os.environ["PARKIT_PROGRESS"] = "summary"
     books = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if args.only:
         books = [b for b in books if any(b.name.startswith(p) for p in args.only)]

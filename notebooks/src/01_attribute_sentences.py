@@ -46,7 +46,7 @@ display(Markdown(to_markdown(sentences[sentences.dataset == "PA100K"])))
 
 # %%
 import matplotlib.pyplot as plt
-from parkit.plots import savefig
+from parkit.plots import save_figure
 
 fig, ax = plt.subplots(figsize=(7, 3.4))
 for name, g in sentences.groupby("dataset"):
@@ -56,7 +56,7 @@ ax.set_xlabel("CLIP tokens per sentence (incl. start/end)")
 ax.set_ylabel("attributes")
 ax.set_title("Expanded sentences use a fraction of CLIP's 77-token context")
 ax.legend(fontsize=8)
-savefig(fig, FIG / "01_token_lengths.png");
+save_figure(fig, FIG / "01_token_lengths.png");
 
 # %% [markdown]
 # ## Expanding a custom attribute list

@@ -31,8 +31,7 @@ profile, FIG, RES = setup(PROFILE)
 
 # %% [markdown]
 # ## Backbones parkit knows
-# Parameter counts come from the architecture alone (no weights needed). ViT-L/14's 427,616,513
-# parameters are the denominator of the paper's "0.75% trainable" figure (spec §7).
+# Parameter counts come from the architecture alone (no weights needed).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -41,6 +40,20 @@ table = pd.DataFrame([{"backbone": n, "parameters": count_clip_parameters(n),
                        "vision layers": clip_config(n)["vision_layers"], "embed": clip_config(n)["embed_dim"]}
                       for n in list_backbones()])
 print(table.to_string(index=False))
+
+# %% [markdown]
+# The abstract's trainable fraction is a ratio over the *whole* PromptPAR model, not over CLIP alone:
+# counted here for the released 2023 code on RAPv1 (spec §7.4), built as shapes only.
+
+# %%
+from parkit import paper
+from parkit.experiments import parameter_counts
+
+rap = parameter_counts("promptpar-official", "RAPv1", dict(visual_embed=False), rule="official")
+print(f"paper: {paper.fmt(paper.value('PromptPAR', 'RAPv1', 'trainable %'))} of the parameters are tuned "
+      f"({paper.value('PromptPAR', 'RAPv1', 'trainable %').source})")
+print(f"parkit: {rap['trainable']:,} trainable / {rap['total']:,} in the whole RAPv1 model = {rap['percent']:.3f}%; "
+      f"CLIP ViT-L/14 alone has {count_clip_parameters('ViT-L/14'):,}")
 
 # %% [markdown]
 # ## Loading OpenAI's weights
@@ -95,7 +108,7 @@ display(Markdown(to_markdown(rows)))
 # %%
 import matplotlib.pyplot as plt
 from parkit.attributes import get_schema
-from parkit.plots import region_colors, savefig
+from parkit.plots import region_colors, save_figure
 
 schema = get_schema("PA100K")
 idx = [schema.attributes.index(a) for a in zs["attributes"]]
@@ -110,4 +123,4 @@ ax.set_xticklabels(zs["attributes"], rotation=75, ha="right", fontsize=7)
 ax.set_ylabel("zero-shot mA per attribute (%)")
 ax.set_title("Compact CLIP, zero-shot on SynthPAR test: sentences (coloured by region) vs phrases")
 ax.legend(fontsize=8)
-savefig(fig, FIG / "02_zero_shot_sentences_vs_phrases.png");
+save_figure(fig, FIG / "02_zero_shot_sentences_vs_phrases.png");

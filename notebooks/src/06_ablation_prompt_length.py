@@ -3,8 +3,8 @@
 #
 # **Reproduces:** the paper's prompt-length ablation (visual prompt tokens per layer; the released code
 # moved from 25 to 50) and prompt depth (number of prompted layers), plus the text prompt length.
-# Each point is a full training run with the same budget; mA is plotted against the length and
-# against the trainable parameters it costs.
+# Each point is the mean over the profile's seeds of full training runs with the same budget; mA is
+# plotted against the length and against the trainable parameters it costs.
 
 # %% tags=["parameters"]
 import os
@@ -13,8 +13,9 @@ PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 # %%
 from IPython.display import Markdown, display
 
+from parkit import claims
 from parkit.experiments import sweep
-from parkit.plots import metric_curve, savefig
+from parkit.plots import metric_curve, save_figure
 from parkit.profiles import profile_dataset, setup
 from parkit.reporting import save_table, to_markdown
 
@@ -28,7 +29,9 @@ dataset = profile_dataset(profile)
 # %%
 length = sweep(profile, dataset, "vis_prompt", profile.prompt_lengths)
 save_table(length, RES / "06_prompt_length_summary")
+save_table(length.attrs["per_seed"], RES / "06_prompt_length_seeds")
 display(Markdown(to_markdown(length)))
+display(Markdown(claims.notes(RES, "06")))
 
 # %%
 import matplotlib.pyplot as plt
@@ -40,7 +43,7 @@ metric_curve(length, "trainable", "mA", xlabel="trainable parameters", ax=axes[1
              title="mA vs trainable parameters")
 for p, t, m in zip(length.vis_prompt, length.trainable, length.mA):
     axes[1].annotate(f"P={p}", (t, m), fontsize=7, xytext=(3, 3), textcoords="offset points")
-savefig(fig, FIG / "06_prompt_length.png");
+save_figure(fig, FIG / "06_prompt_length.png");
 
 # %% [markdown]
 # ## Prompt depth (number of layers that receive fresh prompts)
@@ -50,7 +53,7 @@ depth = sweep(profile, dataset, "vis_depth", profile.prompt_depths)
 save_table(depth, RES / "06_prompt_depth_summary")
 display(Markdown(to_markdown(depth)))
 fig = metric_curve(depth, "vis_depth", "mA", xlabel="prompted layers", title="mA vs prompt depth")
-savefig(fig, FIG / "06_prompt_depth.png");
+save_figure(fig, FIG / "06_prompt_depth.png");
 
 # %% [markdown]
 # ## Text prompt length (effective placement)
@@ -60,4 +63,4 @@ text = sweep(profile, dataset, "text_prompt", ((1, 3, 6) if profile.is_paper els
 save_table(text, RES / "06_text_prompt_length_summary")
 display(Markdown(to_markdown(text)))
 fig = metric_curve(text, "text_prompt", "mA", xlabel="text prompt tokens per layer", title="mA vs text prompt length")
-savefig(fig, FIG / "06_text_prompt_length.png");
+save_figure(fig, FIG / "06_text_prompt_length.png");

@@ -17,8 +17,10 @@ PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 import pandas as pd
 from IPython.display import Markdown, display
 
+from parkit import paper
 from parkit.data import load_dataset
 from parkit.experiments import run_experiment
+from parkit.plots import metric_bars, save_figure
 from parkit.profiles import data_root, profile_dataset, setup
 from parkit.reporting import save_table, to_markdown
 
@@ -58,17 +60,15 @@ for label, ds in (("random split", random_split), ("identity-disjoint split", id
 zs = pd.DataFrame(rows)
 save_table(zs, RES / "08_zero_shot_summary")
 display(Markdown(to_markdown(zs)))
+fig = metric_bars(zs, "protocol", title=f"Random vs identity-disjoint split ({random_split.name}, {profile.name})")
+save_figure(fig, FIG / "08_zero_shot_protocols.png");
 
 # %% [markdown]
 # ## The paper's zero-shot numbers
-# PromptPAR\* (ViT-B/16) as reported by JGEL (AAAI 2026) Tables 1-2, quoted in spec §13.1; the PromptPAR
-# paper's own ViT-L/14 zero-shot rows could not be retrieved. Rethinking ResNet-50 from its README.
+# PromptPAR's own PETA-ZS / RAP-ZS results, the PromptPAR\* rows that JGEL (AAAI 2026) obtained by
+# re-running PromptPAR with ViT-B/16 (labelled as such), and the Rethinking ResNet-50 baseline; every
+# value and its source comes from `parkit.paper`.
 
 # %%
-# NBVAL_CHECK_OUTPUT
-paper = pd.DataFrame([("PromptPAR* (ViT-B/16, JGEL)", "PETA-ZS", 78.37, 63.77, 76.05),
-                      ("PromptPAR* (ViT-B/16, JGEL)", "RAP-ZS", 78.35, 68.08, 78.74),
-                      ("Rethinking ResNet-50", "PETA-ZS", 71.43, None, 72.04),
-                      ("Rethinking ResNet-50", "RAP-ZS", 71.76, None, 77.66)],
-                     columns=["method", "dataset", "mA", "Acc", "F1"])
-print(paper.to_string(index=False))
+published = paper.paper_table(["PETA-ZS", "RAP-ZS"], metrics=("mA", "Acc", "Rec", "F1"))
+display(Markdown(to_markdown(published) + "\n\n" + published.attrs["legend"]))

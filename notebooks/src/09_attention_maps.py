@@ -15,12 +15,9 @@ import os
 PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 
 # %%
-import numpy as np
-import torch
-
 from parkit.experiments import run_experiment
-from parkit.explain import attribute_attention_maps, gradcam, plot_attention_grid, stripe_overlay
-from parkit.plots import savefig
+from parkit.explain import explain_rows, model_inputs, stripe_overlay
+from parkit.plots import save_figure
 from parkit.profiles import profile_dataset, setup
 
 profile, FIG, RES = setup(PROFILE)
@@ -28,40 +25,31 @@ dataset = profile_dataset(profile)
 model = run_experiment("promptpar", profile, dataset, epochs=profile.epochs).load_model().eval()
 
 # %%
-from parkit.data.transforms import build_transform
-from PIL import Image
-
-tf = build_transform(train=False, image_size=model.image_size, normalization=model.normalization)
 rows = dataset.split_indices("test")[:3]
-images = torch.stack([tf(Image.open(dataset.image_paths[i]).convert("RGB")) for i in rows])
-show = [a for a in ("Female", "Hat", "Glasses", "LongSleeve", "Trousers", "Skirt&Dress", "boots", "Backpack")
-        if a in dataset.attributes][:6]
-attr_idx = [dataset.attributes.index(a) for a in show]
+show = [dataset.attributes.index(a) for a in ("Female", "Hat", "Glasses", "LongSleeve", "Trousers", "Skirt&Dress",
+                                              "boots", "Backpack") if a in dataset.attributes][:6]
 
 # %% [markdown]
 # ## MM-former attention: attribute token → image patches
 
 # %%
-maps = attribute_attention_maps(model, images)  # (B, A, H, W)
-fig = plot_attention_grid(images, maps[:, attr_idx], show, normalization=model.normalization,
-                          title="MM-former attention from each attribute's text token")
-savefig(fig, FIG / "09_attention_maps.png");
+fig = explain_rows(model, dataset, rows, show, method="attention",
+                   title="MM-former attention from each attribute's text token")
+save_figure(fig, FIG / "09_attention_maps.png");
 
 # %% [markdown]
 # ## Grad-CAM on the attribute logit
 
 # %%
-cams = torch.stack([torch.as_tensor(gradcam(model, images, j)) for j in attr_idx], dim=1)  # (B, k, H, W)
-fig = plot_attention_grid(images, cams, show, normalization=model.normalization,
-                          title="Grad-CAM of each attribute's logit")
-savefig(fig, FIG / "09_gradcam.png");
+fig = explain_rows(model, dataset, rows, show, method="gradcam", title="Grad-CAM of each attribute's logit")
+save_figure(fig, FIG / "09_gradcam.png");
 
 # %% [markdown]
 # ## Which stripe each part token sees
 
 # %%
-fig = stripe_overlay(model, images[0])
-savefig(fig, FIG / "09_stripes.png");
+fig = stripe_overlay(model, model_inputs(model, dataset, rows[:1])[0])
+save_figure(fig, FIG / "09_stripes.png");
 
 # %% [markdown]
 # ## Is each attribute's map where the attribute is? Measured
@@ -118,4 +106,4 @@ else:
 if loc is not None:
     display(loc_summary.round(3))
     fig = plot_localization(loc, title="Share of each attribute's map inside its body region, / chance")
-    savefig(fig, FIG / "09_localization.png");
+    save_figure(fig, FIG / "09_localization.png");

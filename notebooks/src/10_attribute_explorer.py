@@ -10,7 +10,8 @@
 # where the chosen attribute is wrong. Probabilities are computed once, so the threshold slider and the
 # filter react at once. Static versions of the maps are in notebook 09.
 #
-# Widgets need a live kernel: in a static copy of this notebook the explorer shows as text only.
+# Widgets need a live kernel: a static copy of this notebook shows the explorer's view as a picture
+# below the widget.
 
 # %% tags=["parameters"]
 import os
@@ -18,9 +19,9 @@ PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 
 # %%
 from parkit.experiments import run_experiment
-from parkit.plots import savefig
+from parkit.plots import save_figure
 from parkit.profiles import profile_dataset, setup
-from parkit.widgets import AttributeExplorer, probability_bar_figure
+from parkit.widgets import AttributeExplorer, explorer_view_figure
 
 profile, FIG, RES = setup(PROFILE)
 dataset = profile_dataset(profile)
@@ -29,8 +30,13 @@ model = run_experiment("promptpar", profile, dataset, epochs=profile.epochs).loa
 
 # %%
 explorer = AttributeExplorer(model, dataset, split="test", max_images=profile.eval_limit)
-# A static copy of the first test image's bars (committed outputs keep no widget state).
-savefig(probability_bar_figure(dataset.attributes, explorer.probs[0], explorer.gt[0], regions=dataset.regions,
-                               title=f"test image 1 at threshold {explorer.threshold.value:.2f}"),
-        FIG / "10_prediction_bars.png", dpi=100)
 explorer
+
+# %% [markdown]
+# ## The explorer's view as a static picture
+# What the widget above shows for its current image, attribute and threshold (the image with the
+# attention overlay, the probability bars against the threshold), drawn by `explorer_view_figure` so a
+# reader without a kernel sees it too.
+
+# %%
+save_figure(explorer_view_figure(explorer), FIG / "10_explorer_view.png");

@@ -68,7 +68,7 @@ def load_images(paths: Sequence[Union[str, Path]], image_size: int,
     """
     from PIL import Image  # noqa: PLC0415
     from parkit.data.transforms import letterbox  # noqa: PLC0415
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    from parkit.progress import tqdm  # noqa: PLC0415
 
     out = torch.empty(len(paths), 3, image_size, image_size, dtype=torch.uint8)
     for i, p in enumerate(tqdm(paths, desc="loading images", disable=not progress, leave=False)):
@@ -384,7 +384,7 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
          "sha256": of the written file (or None), "path": the file (or None), "model": the trained
          fp32 model exactly as it will load from the checkpoint}.
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    from parkit.progress import tqdm  # noqa: PLC0415
     from parkit.data.synthpar import default_synthpar_root, load_captions  # noqa: PLC0415
     from parkit.data.synthworld import default_synthworld_root, ensure_synthworld, load_world  # noqa: PLC0415
 

@@ -1179,7 +1179,7 @@ def make_synthpar(out_dir: Union[str, Path], n_images: int = 2000, seed: int = 0
     Returns:
         `out_dir` as a Path.
     """
-    from tqdm.auto import tqdm
+    from parkit.progress import tqdm
 
     w, h = _check_size(image_size)
     if int(n_images) < 10:

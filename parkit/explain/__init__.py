@@ -14,13 +14,14 @@ from parkit.explain.attention import (ExplainError, attribute_attention_maps, fo
 from parkit.explain.gradcam import gradcam, gradcam_from_tokens, resolve_attribute, stripe_bands
 from parkit.explain.localization import localization, region_summary
 from parkit.explain.plotting import (REGION_COLORS, STRIPE_COLORS, array_to_png, explain_rows, figure_to_png,
-                                     overlay, pick_attributes_by_region, plot_attention_grid, stripe_overlay,
+                                     model_inputs, overlay, pick_attributes_by_region, plot_attention_grid,
+                                     stripe_overlay,
                                      to_display_image)
 
 __all__ = [
     "ExplainError", "attribute_attention_maps", "forward_with_attention", "normalize_maps",
     "text_to_patch_attention", "upsample_maps", "gradcam", "gradcam_from_tokens", "resolve_attribute",
     "stripe_bands", "localization", "region_summary", "REGION_COLORS", "STRIPE_COLORS", "array_to_png",
-    "explain_rows", "figure_to_png",
-    "overlay", "pick_attributes_by_region", "plot_attention_grid", "stripe_overlay", "to_display_image",
+    "explain_rows", "figure_to_png", "model_inputs", "overlay", "pick_attributes_by_region", "plot_attention_grid",
+    "stripe_overlay", "to_display_image",
 ]

@@ -247,6 +247,16 @@ def pick_attributes_by_region(attributes: Sequence[str], regions: Sequence[str],
     return picked
 
 
+def model_inputs(model, dataset, rows: Sequence[int]) -> torch.Tensor:
+    """(B, 3, H, W) model inputs of some dataset rows: letterboxed and normalised as `model` expects."""
+    from parkit.data import PARTorchDataset
+    from parkit.data.transforms import build_transform
+
+    transform = build_transform(train=False, image_size=model.image_size, normalization=model.normalization)
+    images = PARTorchDataset(dataset, list(rows), transform)
+    return torch.stack([images[i][0] for i in range(len(rows))])
+
+
 def explain_rows(model, dataset, rows: Sequence[int], attributes: Optional[Sequence[int]] = None,
                  method: str = "attention", device=None, title: Optional[str] = None) -> Figure:
     """The paper's attention-map figure (spec §13.2) for some rows of a dataset.
@@ -264,17 +274,13 @@ def explain_rows(model, dataset, rows: Sequence[int], attributes: Optional[Seque
     Returns:
         A Figure with columns Image + one per attribute; cells show the probability and "gt".
     """
-    from parkit.data import PARTorchDataset
-    from parkit.data.transforms import build_transform
     from parkit.explain.attention import attribute_attention_maps
     from parkit.explain.gradcam import gradcam
 
     if attributes is None:
         attributes = pick_attributes_by_region(dataset.attributes, dataset.regions)
     attributes = [int(a) for a in attributes]
-    transform = build_transform(train=False, image_size=model.image_size, normalization=model.normalization)
-    images = PARTorchDataset(dataset, list(rows), transform)
-    x = torch.stack([images[i][0] for i in range(len(rows))])  # (B, 3, H, W)
+    x = model_inputs(model, dataset, rows)  # (B, 3, H, W)
     maps, probs = attribute_attention_maps(model, x, device=device, return_probs=True)  # (B, A, H, W), (B, A)
     if method == "gradcam":
         maps = gradcam(model, x, attributes, device=device)  # (B, k, H, W), one forward pass

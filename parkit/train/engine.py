@@ -263,7 +263,7 @@ def predict_logits(model: nn.Module, torch_dataset, *, batch_size: int, device: 
         (logits (N, A) float32, targets (N, A) float32, ignore (N, A) bool, kept (N,) positions)
         as numpy arrays; samples a skipping dataset dropped are absent from `kept`.
     """
-    from tqdm.auto import tqdm
+    from parkit.progress import tqdm
 
     net = _unwrap(model)
     was_training = net.training
@@ -424,7 +424,7 @@ def train(model_or_preset, dataset=None, *, root=None, epochs: Optional[int] = N
         TrainingDiverged: NaN/inf loss or gradients (the last good checkpoint stays).
         SettingsMismatch: `out_dir` holds a run with other settings and `resume` is True.
     """
-    from tqdm.auto import tqdm
+    from parkit.progress import tqdm
 
     if select_on not in SELECT_ON:
         raise ValueError(f"select_on must be one of {SELECT_ON}, got {select_on!r}")

@@ -231,7 +231,7 @@ def predict(model, images, threshold: float = 0.45, *, batch_size: int = 32, dev
         files (each also raises a RuntimeWarning) and `df.attrs["threshold"]` the threshold.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from parkit.progress import tqdm
 
     from parkit.data.transforms import build_transform
 

@@ -156,11 +156,20 @@ def probability_bar_figure(attribute_names: Sequence[str], probs, gt=None, thres
     Bars are coloured by outcome (`bar_colors`); a black diamond right of the bar marks a positive
     ground-truth label; the highlighted attribute's name is bold; names take their region colour.
     """
+    fig = Figure(figsize=(4.2, max(2.0, 0.19 * len(attribute_names) + 0.9)), dpi=90)
+    draw_probability_bars(fig.add_subplot(1, 1, 1), attribute_names, probs, gt, threshold, ignore, highlight,
+                          regions, title)
+    fig.tight_layout()
+    return fig
+
+
+def draw_probability_bars(ax, attribute_names: Sequence[str], probs, gt=None, threshold: float = DEFAULT_THRESHOLD,
+                          ignore=None, highlight: Optional[int] = None, regions: Optional[Sequence[str]] = None,
+                          title: str = ""):
+    """Draw `probability_bar_figure`'s chart on an existing matplotlib axis."""
     n = len(attribute_names)
     probs = np.asarray(probs, dtype=np.float64)
     colours = bar_colors(gt, probs, threshold, ignore)
-    fig = Figure(figsize=(4.2, max(2.0, 0.19 * n + 0.9)), dpi=90)
-    ax = fig.add_subplot(1, 1, 1)
     y = np.arange(n)
     ax.barh(y, probs, color=colours, edgecolor="#555555", linewidth=0.4, height=0.75)
     ax.axvline(threshold, color="black", linestyle="--", linewidth=1.0)
@@ -182,6 +191,40 @@ def probability_bar_figure(attribute_names: Sequence[str], probs, gt=None, thres
     handles = [Patch(color=OUTCOME_COLORS[k], label=k) for k in ("TP", "TN", "FP", "FN")]
     handles.append(Line2D([], [], color="black", marker="D", linestyle="", markersize=4, label="gt = 1"))
     ax.legend(handles=handles, fontsize=6, loc="lower right", framealpha=0.8)
+    return ax
+
+
+def explorer_view_figure(explorer: "AttributeExplorer", pos: Optional[int] = None) -> Figure:
+    """A static picture of what the explorer shows: the image with the current explanation drawn
+    on it, and every attribute's probability bar against the threshold.
+
+    For notebooks read without a kernel, where the live widget cannot render.
+
+    Args:
+        explorer: an `AttributeExplorer`.
+        pos: browsed image to draw (default: the one the explorer shows).
+
+    Returns:
+        A matplotlib Figure.
+    """
+    pos = explorer.position if pos is None else int(pos)
+    if pos is None:
+        raise ValueError("no image passes the explorer's filter; choose another filter or attribute")
+    t = float(explorer.threshold.value)
+    attr = explorer.attribute.value
+    counts = summarize_errors(classify_errors(explorer.gt[pos], explorer.probs[pos], t, explorer.ignore[pos]))
+    n = len(explorer.attributes)
+    fig = Figure(figsize=(7.6, max(3.2, 0.19 * n + 1.0)), dpi=90)
+    grid = fig.add_gridspec(1, 2, width_ratios=(1, 1.5))
+    ax_img = fig.add_subplot(grid[0, 0])
+    ax_img.imshow(explorer.render_image(pos))
+    ax_img.axis("off")
+    ax_img.set_title(f"{explorer.attributes[attr]}: {explorer.method.label}\n"
+                     f"(dataset row {explorer.rows[pos]})", fontsize=9)
+    draw_probability_bars(fig.add_subplot(grid[0, 1]), explorer.attributes, explorer.probs[pos], explorer.gt[pos],
+                          t, explorer.ignore[pos], highlight=attr, regions=explorer.regions,
+                          title=f"threshold {t:.2f}: TP {counts['TP']}, FP {counts['FP']}, FN {counts['FN']}")
+    fig.suptitle("Attribute explorer, static view", fontsize=10)
     fig.tight_layout()
     return fig
 
