@@ -39,7 +39,7 @@ def test_ledger_rows_and_verdicts(results):
     assert by_claim["F1 is the mean of per-sample F1s (at or below the harmonic mean of Prec and Rec)"] == claims.HOLDS
     # absent tables: not measurable, and the row says which notebook writes them
     attention = ledger[ledger["notebook"] == "09"].iloc[0]
-    assert attention["verdict"] == claims.UNMEASURABLE and "09_localization.csv" in attention["this run's measurement"]
+    assert attention["verdict"] == claims.UNMEASURABLE and "09_localization_summary.csv" in attention["this run's measurement"]
     vtb = ledger.set_index("claim").loc["PromptPAR beats VTB-style fusion", "this run's measurement"]
     assert "70.10 ± 0.10" in vtb
 
@@ -58,12 +58,25 @@ def test_one_seed_is_not_measurable_and_notes_name_what_goes_against(results):
     assert "Against the paper in this run: 1 of" in note and "The visual mask helps" in note
 
 
-def test_localization_table_is_read_when_present(results):
-    pd.DataFrame({"attribute": ["Hat", "Boots"], "inside share": [0.5, 0.4], "chance share": [0.25, 0.2],
-                  "ratio": [2.0, 2.0], "pointing hit rate": [0.9, 0.8],
-                  "mean pairwise correlation": [0.3, 0.3]}).to_csv(results / "09_localization.csv", index=False)
-    row = claims.build_ledger(results).set_index("notebook").loc["09"]
-    assert row["verdict"] == claims.HOLDS and "2.00 ± 0.00" in row["this run's measurement"]
+def _localization_summary(results, ratio, ratio_body, corr):
+    regions = ("head", "torso", "legs", "feet")
+    rows = [{"method": m, "body_region": r, "mean_ratio": ratio, "mean_ratio_body": ratio_body,
+             "mean_pairwise_correlation": corr} for m in ("attention", "gradcam") for r in regions]
+    rows[4:] = [dict(r, mean_ratio=0.1) for r in rows[4:]]  # Grad-CAM rows must not be read
+    pd.DataFrame(rows).to_csv(results / "09_localization_summary.csv", index=False)
+    return claims.build_ledger(results).set_index("notebook").loc["09"]
+
+
+def test_localization_summary_is_read_when_present(results):
+    row = _localization_summary(results, ratio=2.0, ratio_body=1.6, corr=0.3)
+    assert row["verdict"] == claims.HOLDS and "head 2.00x grid / 1.60x body" in row["this run's measurement"]
+
+
+def test_a_body_shaped_blob_for_every_attribute_does_not_hold(results):
+    # 3x grid chance everywhere, but no better than the body's own area, maps nearly identical.
+    assert _localization_summary(results, ratio=3.0, ratio_body=1.0, corr=0.3)["verdict"] == claims.FAILS
+    assert _localization_summary(results, ratio=3.0, ratio_body=1.6, corr=0.97)["verdict"] == claims.FAILS
+    assert _localization_summary(results, ratio=1.2, ratio_body=1.6, corr=0.3)["verdict"] == claims.FAILS
 
 
 def test_write_ledger_saves_claims_csv(results):
