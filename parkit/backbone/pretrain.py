@@ -5,8 +5,8 @@ What this module owns:
   captions (free text, joined or one drawn per epoch, or colour-free attribute lists for a second
   stage started from a checkpoint), AdamW, warm-up + cosine learning rate,
   seeded, with a tqdm progress bar; it writes the packed checkpoint of `parkit.backbone.micro`
-  and its `.sha256`. `main_pretrain(argv)` is the command line (`python -m parkit
-  pretrain-backbone`).
+  and its `.sha256`. Its command line, `python -m parkit pretrain-backbone`,
+  lives in `parkit.cli`.
 - `zero_shot_scores(model, images, sentences)`: cosine similarity between image and sentence
   features, the zero-shot attribute score of any CLIP.
 - `zero_shot_evaluate(...)`: mA of those scores on a test split, with one decision threshold
@@ -20,7 +20,6 @@ are measured on: the backbone has never seen an evaluation image.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -595,65 +594,3 @@ def evaluate_zero_shot_pa100k(model: nn.Module, dataset, image_size: int,
             f"{kind}): mA {out[kind]['mA']:.2f}, AUC {out[kind]['auc']:.2f}; shuffled labels "
             f"{out[kind]['chance_mA']:.2f} +- {out[kind]['chance_std']:.2f} mA (p = {out[kind]['p_value']:.4f})")
     return out
-
-
-def main_pretrain(argv: Optional[Sequence[str]] = None) -> dict:
-    """Command line of `python -m parkit pretrain-backbone`.
-
-    Args:
-        argv: arguments after the sub-command (default: sys.argv[1:]).
-
-    Returns:
-        The result of `pretrain_micro_clip` (without the model).
-    """
-    p = argparse.ArgumentParser(prog="python -m parkit pretrain-backbone",
-                                description="Pretrain the compact micro CLIP on SynthPAR captions.")
-    p.add_argument("--data-root", default=None,
-                   help="pretraining SynthPAR folder (default: parkit's cache, synthpar-<n>-<seed>)")
-    p.add_argument("--out", default=str(MICRO_CHECKPOINT), help="checkpoint to write (default: %(default)s)")
-    p.add_argument("--n-images", type=int, default=DEFAULTS["n_images"],
-                   help="size of the pretraining SynthPAR (default: %(default)s)")
-    p.add_argument("--data-seed", type=int, default=DEFAULTS["data_seed"],
-                   help="seed of the pretraining SynthPAR; keep it apart from the evaluation seed "
-                        "(default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
-                   help="image-caption pairs per step (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="AdamW peak rate (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"],
-                   help="(default: %(default)s)")
-    p.add_argument("--warmup-epochs", type=float, default=DEFAULTS["warmup_epochs"],
-                   help="linear warm-up before the cosine decay (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
-                   help="seed of the weights, caption draws, flips and batch order (default: %(default)s)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads; on a busy shared CPU, 1 is several times faster than 2 "
-                        "(default: torch's setting)")
-    p.add_argument("--no-eval", action="store_true", help="skip the zero-shot evaluation")
-    p.add_argument("--eval-root", default=None, help="SynthPAR folder of the zero-shot evaluation")
-    p.add_argument("--eval-n-images", type=int, default=DEFAULTS["eval_n_images"],
-                   help="size of the evaluation SynthPAR (default: %(default)s)")
-    p.add_argument("--eval-seed", type=int, default=DEFAULTS["eval_seed"],
-                   help="seed of the evaluation SynthPAR (default: %(default)s)")
-    p.add_argument("--captions", choices=CAPTION_MODES, default=DEFAULTS["caption_mode"],
-                   help="one: a random caption per image per epoch; all: its captions joined "
-                        "(default: %(default)s)")
-    p.add_argument("--clip-grad", type=float, default=DEFAULTS["clip_grad"],
-                   help="clip the gradient norm at this value (default: no clipping)")
-    p.add_argument("--monitor-every", type=int, default=DEFAULTS["monitor_every"],
-                   help="log the zero-shot AUC on the evaluation split every N epochs (default: never)")
-    p.add_argument("--init", default=None,
-                   help="start from this packed micro checkpoint (a second stage) instead of random weights")
-    a = p.parse_args(argv)
-    if a.threads is not None:
-        torch.set_num_threads(a.threads)
-    result = pretrain_micro_clip(a.data_root, a.out, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed,
-                                 device=a.device, n_images=a.n_images, data_seed=a.data_seed, lr=a.lr,
-                                 weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
-                                 caption_mode=a.captions, clip_grad=a.clip_grad, monitor_every=a.monitor_every,
-                                 init_from=a.init,
-                                 evaluate=not a.no_eval, eval_root=a.eval_root,
-                                 eval_n_images=a.eval_n_images, eval_seed=a.eval_seed)
-    result.pop("model")
-    return result
