@@ -313,9 +313,9 @@ def without_colours(caption: str) -> str:
     """A SynthPAR caption with its clothing colour names removed ("a black dress" -> "a dress");
     "grey hair" (a sign of age) stays."""
     import re  # noqa: PLC0415
-    from parkit.data.synthpar import _CLOTH  # noqa: PLC0415
+    from parkit.data.synthpar import CLOTH_COLOURS  # noqa: PLC0415
 
-    pattern = r"\b(?:" + "|".join(sorted(_CLOTH, key=len, reverse=True)) + r")\s+(?!hair\b)"
+    pattern = r"\b(?:" + "|".join(sorted(CLOTH_COLOURS, key=len, reverse=True)) + r")\s+(?!hair\b)"
     return re.sub(r"\s+", " ", re.sub(pattern, "", caption)).strip()
 
 
