@@ -30,10 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parkit.backbone.loading import build_clip, default_device, tokenize
+from parkit.attributes import SENTENCE_SETS, TEMPLATES, get_schema, list_schemas
+from parkit.backbone.loading import build_clip, clip_module, default_device, sha256_file, tokenize
 from parkit.backbone.micro import (
-    MICRO_CHECKPOINT, MICRO_CONFIG, pack_micro_checkpoint, save_micro_clip, token_ids_of,
-    unpack_micro_checkpoint, warn_unknown_words)
+    MICRO_CHECKPOINT, MICRO_CONFIG, pack_micro_checkpoint, read_micro_checkpoint, save_micro_clip,
+    token_ids_of, unpack_micro_checkpoint, warn_unknown_words)
+from parkit.data.synthpar import (CLOTH_COLOURS, default_synthpar_root, ensure_synthpar, load_captions,
+                                  load_synthpar)
+from parkit.data.transforms import letterbox
+from parkit.metrics import pedestrian_metrics
 
 # Normalisation of the pretraining images: the official PromptPAR mean = std = 0.5 (spec §3.2,
 # §14 item 6), so that the faithful presets feed the micro CLIP the distribution it was trained on.
@@ -61,7 +66,6 @@ def load_images(paths: Sequence[Union[str, Path]], image_size: int,
         progress: show a tqdm bar.
     """
     from PIL import Image  # noqa: PLC0415
-    from parkit.data.transforms import letterbox  # noqa: PLC0415
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     out = torch.empty(len(paths), 3, image_size, image_size, dtype=torch.uint8)
@@ -88,8 +92,6 @@ def vocabulary_sentences(captions: Iterable[str] = ()) -> list:
     and short phrases, plus the expansion templates, so that any benchmark schema and the
     expanded-vs-bare comparison run on trained or at least stored embedding rows.
     """
-    from parkit.attributes import TEMPLATES, SENTENCE_SETS, get_schema, list_schemas  # noqa: PLC0415
-
     out = list(captions)
     for name in list_schemas():
         for kind in SENTENCE_SETS:
@@ -204,8 +206,6 @@ def zero_shot_evaluate(model: nn.Module, fit_images: torch.Tensor, fit_labels: n
         standard deviation of the mA under shuffled labels), "p_value" (share of shuffles scoring
         at least the observed mA, (1 + count) / (1 + permutations))}; fractions in [0, 1].
     """
-    from parkit.metrics import pedestrian_metrics  # noqa: PLC0415
-
     fit_scores = zero_shot_scores(model, fit_images, sentences, device=device).numpy()
     test_scores = zero_shot_scores(model, test_images, sentences, device=device).numpy()
     thresholds = fit_thresholds(fit_scores, fit_labels)
@@ -301,8 +301,6 @@ def attribute_caption(labels_row: np.ndarray, attributes: Sequence[str]) -> str:
     "a pedestrian: female, age 18 to 60, back, skirt and dress, boots" (attributes that PA100K
     does not name are skipped). Images with the same attributes get the very same caption, so the
     contrastive loss treats them as matches rather than as negatives."""
-    from parkit.attributes import get_schema  # noqa: PLC0415
-
     schema = get_schema("PA100K")
     phrase = dict(zip(schema.attributes, schema.phrases))
     words = [phrase[a] for j, a in enumerate(attributes) if a in phrase and labels_row[j] == 1]
@@ -313,8 +311,6 @@ def without_colours(caption: str) -> str:
     """A SynthPAR caption with its clothing colour names removed ("a black dress" -> "a dress");
     "grey hair" (a sign of age) stays."""
     import re  # noqa: PLC0415
-    from parkit.data.synthpar import CLOTH_COLOURS  # noqa: PLC0415
-
     pattern = r"\b(?:" + "|".join(sorted(CLOTH_COLOURS, key=len, reverse=True)) + r")\s+(?!hair\b)"
     return re.sub(r"\s+", " ", re.sub(pattern, "", caption)).strip()
 
@@ -322,8 +318,6 @@ def without_colours(caption: str) -> str:
 def join_captions(captions: Sequence[str], context: int = 77) -> str:
     """Captions joined with ", ", in order, stopping before the first that would overflow the
     context (SOT and EOT included); the first caption is always kept."""
-    from parkit.backbone.loading import clip_module  # noqa: PLC0415
-
     bpe = clip_module().clip._tokenizer
     out = captions[0]
     for caption in captions[1:]:
@@ -337,8 +331,6 @@ def join_captions(captions: Sequence[str], context: int = 77) -> str:
 def _pa100k_columns(dataset) -> tuple:
     """(label columns, their attribute names, their PA100K sentences, their PA100K phrases) of the
     dataset's attributes that PA100K names."""
-    from parkit.attributes import get_schema  # noqa: PLC0415
-
     schema = get_schema("PA100K")
     columns = [dataset.attributes.index(a) for a in schema.attributes if a in dataset.attributes]
     if not columns:
@@ -367,8 +359,6 @@ class _Monitor:
 
 
 def _synthpar(root, n_images: int, seed: int, progress: bool = True):
-    from parkit.data.synthpar import ensure_synthpar, load_synthpar  # noqa: PLC0415
-
     return load_synthpar(ensure_synthpar(root, n_images=n_images, seed=seed, progress=progress))
 
 
@@ -436,8 +426,6 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
          fp32 model exactly as it will load from the checkpoint}.
     """
     from tqdm.auto import tqdm  # noqa: PLC0415
-    from parkit.data.synthpar import default_synthpar_root, load_captions  # noqa: PLC0415
-
     if caption_mode not in CAPTION_MODES:
         raise ValueError(f"caption_mode must be one of {CAPTION_MODES}, got {caption_mode!r}")
     cfg = dict(config or MICRO_CONFIG)
@@ -483,9 +471,6 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
     model = build_clip(dict(cfg, vocab_size=int(keep.numel())), seed=seed)
     init_digest = None
     if init_from is not None:
-        from parkit.backbone.micro import read_micro_checkpoint  # noqa: PLC0415
-        from parkit.backbone.loading import sha256_file  # noqa: PLC0415
-
         state, init_cfg = unpack_micro_checkpoint(read_micro_checkpoint(init_from), source=str(init_from))
         if dict(init_cfg) != cfg:
             raise ValueError(f"{init_from} was built with another configuration ({dict(init_cfg)}) than this "
