@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from parkit.backbone import sha256_file
+from parkit.backbone.micro import MICRO_CHECKPOINT
+from parkit.data.torchdata import make_loader
+from parkit.data.transforms import build_transform
+from parkit.model import count_parameters, create_model
+from parkit.model.baselines import ZeroShotCLIP
+from parkit.model.config import preset_config
 from parkit.profiles import Profile, repo_root
+from parkit.train import evaluate, train
+from parkit.train.checkpoint import load_model
 
 HEADLINE = ("mA", "Acc", "Prec", "Rec", "F1")
 
@@ -35,9 +44,6 @@ def _backbone_fingerprint(config: dict) -> str:
     runs trained on the old one; OpenAI backbones are identified by name alone."""
     if config.get("backbone") != "micro":
         return str(config.get("backbone"))
-    from parkit.backbone.micro import MICRO_CHECKPOINT
-    from parkit.backbone import sha256_file
-
     return sha256_file(MICRO_CHECKPOINT)[:16] if MICRO_CHECKPOINT.exists() else "missing"
 
 
@@ -60,8 +66,6 @@ class Experiment:
 
     def load_model(self, device=None):
         """The selected model of this run (best on validation)."""
-        from parkit.train.checkpoint import load_model
-
         best = self.out_dir / "best.pt"
         return load_model(best if best.exists() else self.out_dir / "last.pt", device=device)
 
@@ -87,13 +91,9 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
         An `Experiment` whose `row` holds name, preset, test mA/Acc/Prec/Rec/F1 (percent) of the
         model selected on validation, trainable/total parameters and minutes.
     """
-    from parkit.model import count_parameters
-
     preset = preset or profile.preset
     overrides = dict(overrides or {})
     epochs = profile.epochs if epochs is None else epochs
-    from parkit.model.config import preset_config
-
     # Key on the effective configuration, not the name: "vis_prompt=10" and the default run of a
     # preset whose default is 10 are the same run and are trained once.
     config = preset_config(preset).replace(**overrides).to_dict()
@@ -131,10 +131,6 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
 
 def _evaluate_frozen(model, dataset, profile: Profile) -> dict:
     """Test metrics (percent) of a model with nothing to train, calibrated on the train split."""
-    from parkit.data.torchdata import make_loader
-    from parkit.model.baselines import ZeroShotCLIP
-    from parkit.train import evaluate
-
     if isinstance(model, ZeroShotCLIP):  # the only model with something to calibrate
         tf = model.eval_transform()
         train_rows = dataset.split_indices("train")

@@ -1,4 +1,5 @@
-"""ONNX export of a trained parkit model: `export_onnx`, `read_onnx_metadata`, and the CLI entry `main`.
+"""ONNX export of a trained parkit model: `export_onnx`, `read_onnx_metadata` (the command line,
+`python -m parkit export`, is in `parkit.cli`).
 
 The exported graph takes only images and returns attribute probabilities and logits. The text
 branch of PromptPAR depends on the attribute sentences alone, so it is computed once here and baked
@@ -14,14 +15,13 @@ the result. They are imported only when an export is requested.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import nn
@@ -270,57 +270,6 @@ def onnx_session(path: PathLike, threads: Optional[int] = None):
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line: python -m parkit export CHECKPOINT OUT.onnx
-# ---------------------------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m parkit export",
-        description="Export a trained parkit model to ONNX (images -> probabilities, logits); the "
-                    "attribute text features are baked in as constants.")
-    p.add_argument("checkpoint", help="a parkit checkpoint (best.pt / last.pt) or, with --official, a "
-                                      "released PromptPAR checkpoint")
-    p.add_argument("output", help="the .onnx file to write")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--static-batch", action="store_true", help="fix the batch axis to 1")
-    p.add_argument("--official", action="store_true", help="the checkpoint is a released PromptPAR file")
-    p.add_argument("--dataset", default=None,
-                   help="with --official: the attribute schema (PETA, PA100K, RAPv1, ...)")
-    p.add_argument("--trust", action="store_true",
-                   help="with --official: allow a full unpickle of the file (only for trusted files)")
-    p.add_argument("--check", action="store_true",
-                   help="run the file with onnxruntime and compare with PyTorch on random images")
-    return p
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`python -m parkit export`: rebuild the model from a checkpoint and write the ONNX file.
-
-    Returns:
-        The exit status (0 on success).
-    """
-    args = _parser().parse_args(list(argv) if argv is not None else None)
-    if args.official:
-        if not args.dataset:
-            raise SystemExit("--official needs --dataset (the checkpoint's attribute list), e.g. --dataset PETA")
-        from parkit.model import load_official_checkpoint  # noqa: PLC0415
-
-        model = load_official_checkpoint(args.checkpoint, attributes=args.dataset, device="cpu",
-                                         allow_pickle=True if args.trust else None)
-    else:
-        from parkit.train.checkpoint import load_model  # noqa: PLC0415
-
-        model = load_model(args.checkpoint, device="cpu")
-    path = export_onnx(model, args.output, opset=args.opset, dynamic_batch=not args.static_batch)
-    meta = read_onnx_metadata(path)
-    print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB): {len(meta['attributes'])} attributes, "
-          f"input (B, 3, {meta['image_size']}, {meta['image_size']})")
-    if args.check:
-        diff = compare_with_torch(model, path)
-        print(f"onnxruntime vs PyTorch: max |probability difference| = {diff:.2e}")
-    return 0
-
-
 def compare_with_torch(model: nn.Module, path: PathLike, batch: int = 2, seed: int = 0) -> float:
     """Largest absolute difference of the probabilities (onnxruntime vs PyTorch) on random images."""
     size = read_onnx_metadata(path)["image_size"]
@@ -333,5 +282,5 @@ def compare_with_torch(model: nn.Module, path: PathLike, batch: int = 2, seed: i
     return float(abs(got - expected).max())
 
 
-__all__: List[str] = ["export_onnx", "read_onnx_metadata", "onnx_session", "compare_with_torch", "main",
+__all__: List[str] = ["export_onnx", "read_onnx_metadata", "onnx_session", "compare_with_torch",
                       "ExportError", "INPUT_NAME", "OUTPUT_NAMES", "THRESHOLD"]

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parkit.data import ensure_synthpar, load_dataset
+
 PROFILES = ("smoke", "demo", "paper")
 
 
@@ -142,8 +144,6 @@ def profile_dataset(profile: Profile, split_protocol: str = "random"):
     Paper profile: the real dataset under $PARKIT_DATA_ROOT/<name>. Smoke and demo: SynthPAR of
     the profile's size (generated once into the cache), with its random or identity-disjoint split.
     """
-    from parkit.data import ensure_synthpar, load_dataset
-
     if profile.is_paper:
         return load_dataset(profile.dataset, data_root() / profile.dataset)
     root = ensure_synthpar(n_images=profile.synthpar_images, seed=0)

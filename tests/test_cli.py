@@ -1,4 +1,5 @@
 """`python -m parkit ...` end to end with the real micro PromptPAR (random backbone) on a tiny SynthPAR."""
+import argparse
 import json
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from parkit.__main__ import main
+from parkit import cli
+from parkit.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,15 +103,61 @@ def test_errors_are_one_line_messages(tmp_path, capsys):
     torch.save({"format": "parkit/1", "config": {"width": 3}, "attributes": [], "sentences": []}, bad)
     assert main(["predict", str(tmp_path), "--checkpoint", str(bad)]) == 2
     assert "hand-built model" in capsys.readouterr().err
-    import importlib.util
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--help"])
+    assert exit_info.value.code == 0 and "usage: python -m parkit export" in capsys.readouterr().out
 
-    if importlib.util.find_spec("parkit.export") is None:  # the stub, until parkit.export exists
-        assert main(["export"]) == 2
-        assert "not yet available" in capsys.readouterr().err
-    else:  # delegated to parkit.export's own parser
-        with pytest.raises(SystemExit) as exit_info:
-            main(["export", "--help"])
-        assert exit_info.value.code == 0 and "usage" in capsys.readouterr().out
+
+# Every option of every sub-command, as the command line has offered them: renaming or dropping
+# one breaks scripts and the documented commands (parkit/assets/README.md, the notebooks).
+FLAGS = {
+    "train": {"--preset", "--dataset", "--root", "--out", "--epochs", "--batch-size", "--recipe",
+              "--recipe-set", "--set", "--dataset-option", "--select-on", "--device", "--seed",
+              "--max-minutes", "--num-workers", "--checkpoint-every", "--eval-limit", "--precision",
+              "--on-corrupt", "--cache-images", "--no-resume", "--no-pretrained", "--no-progress"},
+    "eval": {"--checkpoint", "--dataset", "--root", "--split", "--official", "--trust", "--backbone",
+             "--batch-size", "--threshold", "--limit", "--raw-labels", "--device", "--out", "--no-progress"},
+    "predict": {"images", "--checkpoint", "--out", "--threshold", "--batch-size", "--device", "--compile"},
+    "pretrain-backbone": {"--data-root", "--out", "--n-images", "--data-seed", "--epochs", "--batch-size",
+                          "--lr", "--weight-decay", "--warmup-epochs", "--seed", "--device", "--threads",
+                          "--no-eval", "--eval-root", "--eval-n-images", "--eval-seed", "--captions",
+                          "--clip-grad", "--monitor-every", "--init"},
+    "export": {"checkpoint", "output", "--opset", "--static-batch", "--official", "--dataset", "--trust",
+               "--check"},
+    "presets": set(),
+    "datasets": set(),
+}
+
+
+def _subparsers(parser):
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_command_keeps_its_options():
+    subs = _subparsers(build_parser())
+    assert set(subs) == set(FLAGS)
+    for command, parser in subs.items():
+        got = {s for a in parser._actions if not isinstance(a, argparse._HelpAction)
+               for s in (a.option_strings or [a.dest])}
+        # At least the options listed; new ones may be added (FLAGS lists the long forms only).
+        assert FLAGS[command] <= got, (command, sorted(FLAGS[command] - got))
+
+
+def test_pretrain_backbone_options_reach_the_pretraining_with_its_defaults(monkeypatch):
+    from parkit.backbone.pretrain import DEFAULTS
+
+    seen = {}
+    monkeypatch.setattr(cli, "pretrain_micro_clip", lambda *args, **kwargs: seen.update(args=args, kwargs=kwargs))
+    assert main(["pretrain-backbone", "--data-root", "d", "--out", "o.pt", "--captions", "attributes",
+                 "--init", "stage1.pt", "--no-eval", "--lr", "0.5"]) == 0
+    assert seen["args"] == ("d", "o.pt")
+    kw = seen["kwargs"]
+    assert kw["caption_mode"] == "attributes" and kw["init_from"] == "stage1.pt" and kw["evaluate"] is False
+    assert kw["lr"] == 0.5
+    for key in ("epochs", "batch_size", "seed", "n_images", "data_seed", "weight_decay", "warmup_epochs",
+                "clip_grad", "monitor_every", "eval_n_images", "eval_seed"):
+        assert kw[key] == DEFAULTS[key], key
 
 
 def test_presets_and_datasets_listing_via_module_entry_point(capsys):

@@ -8,7 +8,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from parkit.export import (INPUT_NAME, OUTPUT_NAMES, ExportError, export_onnx, main,  # noqa: E402
+from parkit.cli import main  # noqa: E402
+from parkit.export import (INPUT_NAME, OUTPUT_NAMES, ExportError, export_onnx,  # noqa: E402
                            onnx_session, read_onnx_metadata)
 from parkit.model import PromptPAR, PromptPARConfig, create_model  # noqa: E402
 
@@ -104,7 +105,7 @@ def test_cli_exports_a_parkit_checkpoint(tmp_path, capsys):
             "attributes": model.attributes, "sentences": model.sentences, "pretrained": False,
             "model": model.trainable_state_dict()}
     torch.save(ckpt, tmp_path / "best.pt")
-    assert main([str(tmp_path / "best.pt"), str(tmp_path / "out.onnx"), "--check"]) == 0
+    assert main(["export", str(tmp_path / "best.pt"), str(tmp_path / "out.onnx"), "--check"]) == 0
     out = capsys.readouterr().out
     assert "4 attributes" in out and "max |probability difference|" in out
     size = model.image_size

@@ -1,11 +1,12 @@
 """CLIP backbones: OpenAI CLIP loading (names, files, checksums), the compact "micro" CLIP, its
-contrastive pretraining on SynthPAR captions, and zero-shot attribute scoring.
+contrastive pretraining on SynthPAR captions, and zero-shot attribute scoring. The command
+line `python -m parkit pretrain-backbone` is in `parkit.cli`.
 
 Public API:
     list_backbones, clip_config, count_clip_parameters, load_clip, tokenize,
     BackboneUnavailable, BackboneFileError            (parkit.backbone.loading)
     MICRO_CONFIG, load_micro_clip, unknown_words       (parkit.backbone.micro)
-    pretrain_micro_clip, main_pretrain, zero_shot_scores, zero_shot_evaluate
+    pretrain_micro_clip, zero_shot_scores, zero_shot_evaluate
                                                        (parkit.backbone.pretrain, imported lazily
                                                         because it depends on parkit.data)
 """
@@ -18,7 +19,6 @@ from parkit.backbone.micro import MICRO_CONFIG, load_micro_clip, unknown_words
 
 _LAZY = {
     "pretrain_micro_clip": "parkit.backbone.pretrain",
-    "main_pretrain": "parkit.backbone.pretrain",
     "zero_shot_scores": "parkit.backbone.pretrain",
     "zero_shot_evaluate": "parkit.backbone.pretrain",
 }

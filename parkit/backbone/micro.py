@@ -21,9 +21,9 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from parkit.backbone.loading import (
+from parkit.backbone.clipcore import (
     CONTEXT_LENGTH, VOCAB_SIZE, BackboneFileError, BackboneUnavailable, PathLike, build_clip,
-    clip_from_state_dict, clip_module, sha256_file, tokenize)
+    clip_from_state_dict, clip_module, sha256_file)
 
 FORMAT = "parkit-micro-clip/1"
 

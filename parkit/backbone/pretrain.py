@@ -5,8 +5,8 @@ What this module owns:
   captions (free text, joined or one drawn per epoch, or colour-free attribute lists for a second
   stage started from a checkpoint), AdamW, warm-up + cosine learning rate,
   seeded, with a tqdm progress bar; it writes the packed checkpoint of `parkit.backbone.micro`
-  and its `.sha256`. `main_pretrain(argv)` is the command line (`python -m parkit
-  pretrain-backbone`).
+  and its `.sha256`. Its command line, `python -m parkit pretrain-backbone`,
+  lives in `parkit.cli`.
 - `zero_shot_scores(model, images, sentences)`: cosine similarity between image and sentence
   features, the zero-shot attribute score of any CLIP.
 - `zero_shot_evaluate(...)`: mA of those scores on a test split, with one decision threshold
@@ -20,7 +20,6 @@ are measured on: the backbone has never seen an evaluation image.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -31,11 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parkit.backbone.loading import build_clip, default_device, tokenize
+from parkit.attributes import SENTENCE_SETS, TEMPLATES, get_schema, list_schemas
+from parkit.backbone.loading import build_clip, clip_module, default_device, sha256_file, tokenize
 from parkit.backbone.micro import (
-    MICRO_CHECKPOINT, MICRO_CONFIG, pack_micro_checkpoint, save_micro_clip, token_ids_of,
-    unpack_micro_checkpoint, warn_unknown_words)
-from parkit.metrics import fit_thresholds, mean_auc
+    MICRO_CHECKPOINT, MICRO_CONFIG, pack_micro_checkpoint, read_micro_checkpoint, save_micro_clip,
+    token_ids_of, unpack_micro_checkpoint, warn_unknown_words)
+from parkit.data.synthpar import (CLOTH_COLOURS, default_synthpar_root, ensure_synthpar, load_captions,
+                                  load_synthpar)
+from parkit.data.transforms import letterbox
+from parkit.data.synthworld import default_synthworld_root, ensure_synthworld, load_world
+from parkit.metrics import fit_thresholds, mean_auc, pedestrian_metrics
+from parkit.progress import tqdm
 
 # Normalisation of the pretraining images: the official PromptPAR mean = std = 0.5 (spec §3.2,
 # §14 item 6), so that the faithful presets feed the micro CLIP the distribution it was trained on.
@@ -67,8 +72,6 @@ def load_images(paths: Sequence[Union[str, Path]], image_size: int,
         progress: show a tqdm bar.
     """
     from PIL import Image  # noqa: PLC0415
-    from parkit.data.transforms import letterbox  # noqa: PLC0415
-    from parkit.progress import tqdm  # noqa: PLC0415
 
     out = torch.empty(len(paths), 3, image_size, image_size, dtype=torch.uint8)
     for i, p in enumerate(tqdm(paths, desc="loading images", disable=not progress, leave=False)):
@@ -94,8 +97,6 @@ def vocabulary_sentences(captions: Iterable[str] = ()) -> list:
     and short phrases, plus the expansion templates, so that any benchmark schema and the
     expanded-vs-bare comparison run on trained or at least stored embedding rows.
     """
-    from parkit.attributes import TEMPLATES, SENTENCE_SETS, get_schema, list_schemas  # noqa: PLC0415
-
     out = list(captions)
     for name in list_schemas():
         for kind in SENTENCE_SETS:
@@ -166,8 +167,6 @@ def zero_shot_evaluate(model: nn.Module, fit_images: torch.Tensor, fit_labels: n
         standard deviation of the mA under shuffled labels), "p_value" (share of shuffles scoring
         at least the observed mA, (1 + count) / (1 + permutations))}; fractions in [0, 1].
     """
-    from parkit.metrics import pedestrian_metrics  # noqa: PLC0415
-
     fit_scores = zero_shot_scores(model, fit_images, sentences, device=device).numpy()
     test_scores = zero_shot_scores(model, test_images, sentences, device=device).numpy()
     thresholds = fit_thresholds(fit_scores, fit_labels)
@@ -247,8 +246,6 @@ def attribute_caption(labels_row: np.ndarray, attributes: Sequence[str]) -> str:
     "a pedestrian: female, age 18 to 60, back, skirt and dress, boots" (attributes that PA100K
     does not name are skipped). Images with the same attributes get the very same caption, so the
     contrastive loss treats them as matches rather than as negatives."""
-    from parkit.attributes import get_schema  # noqa: PLC0415
-
     schema = get_schema("PA100K")
     phrase = dict(zip(schema.attributes, schema.phrases))
     words = [phrase[a] for j, a in enumerate(attributes) if a in phrase and labels_row[j] == 1]
@@ -259,17 +256,13 @@ def without_colours(caption: str) -> str:
     """A SynthPAR caption with its clothing colour names removed ("a black dress" -> "a dress");
     "grey hair" (a sign of age) stays."""
     import re  # noqa: PLC0415
-    from parkit.data.synthpar import _CLOTH  # noqa: PLC0415
-
-    pattern = r"\b(?:" + "|".join(sorted(_CLOTH, key=len, reverse=True)) + r")\s+(?!hair\b)"
+    pattern = r"\b(?:" + "|".join(sorted(CLOTH_COLOURS, key=len, reverse=True)) + r")\s+(?!hair\b)"
     return re.sub(r"\s+", " ", re.sub(pattern, "", caption)).strip()
 
 
 def join_captions(captions: Sequence[str], context: int = 77) -> str:
     """Captions joined with ", ", in order, stopping before the first that would overflow the
     context (SOT and EOT included); the first caption is always kept."""
-    from parkit.backbone.loading import clip_module  # noqa: PLC0415
-
     bpe = clip_module().clip._tokenizer
     out = captions[0]
     for caption in captions[1:]:
@@ -283,8 +276,6 @@ def join_captions(captions: Sequence[str], context: int = 77) -> str:
 def _pa100k_columns(dataset) -> tuple:
     """(label columns, their attribute names, their PA100K sentences, their PA100K phrases) of the
     dataset's attributes that PA100K names."""
-    from parkit.attributes import get_schema  # noqa: PLC0415
-
     schema = get_schema("PA100K")
     columns = [dataset.attributes.index(a) for a in schema.attributes if a in dataset.attributes]
     if not columns:
@@ -313,8 +304,6 @@ class _Monitor:
 
 
 def _synthpar(root, n_images: int, seed: int, progress: bool = True):
-    from parkit.data.synthpar import ensure_synthpar, load_synthpar  # noqa: PLC0415
-
     return load_synthpar(ensure_synthpar(root, n_images=n_images, seed=seed, progress=progress))
 
 
@@ -384,10 +373,6 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
          "sha256": of the written file (or None), "path": the file (or None), "model": the trained
          fp32 model exactly as it will load from the checkpoint}.
     """
-    from parkit.progress import tqdm  # noqa: PLC0415
-    from parkit.data.synthpar import default_synthpar_root, load_captions  # noqa: PLC0415
-    from parkit.data.synthworld import default_synthworld_root, ensure_synthworld, load_world  # noqa: PLC0415
-
     if caption_mode not in CAPTION_MODES:
         raise ValueError(f"caption_mode must be one of {CAPTION_MODES}, got {caption_mode!r}")
     cfg = dict(config or MICRO_CONFIG)
@@ -444,9 +429,6 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
     model = build_clip(dict(cfg, vocab_size=int(keep.numel())), seed=seed)
     init_digest = None
     if init_from is not None:
-        from parkit.backbone.micro import read_micro_checkpoint  # noqa: PLC0415
-        from parkit.backbone.loading import sha256_file  # noqa: PLC0415
-
         state, init_cfg = unpack_micro_checkpoint(read_micro_checkpoint(init_from), source=str(init_from))
         if dict(init_cfg) != cfg:
             raise ValueError(f"{init_from} was built with another configuration ({dict(init_cfg)}) than this "
@@ -556,67 +538,3 @@ def evaluate_zero_shot_pa100k(model: nn.Module, dataset, image_size: int,
             f"{kind}): mA {out[kind]['mA']:.2f}, AUC {out[kind]['auc']:.2f}; shuffled labels "
             f"{out[kind]['chance_mA']:.2f} +- {out[kind]['chance_std']:.2f} mA (p = {out[kind]['p_value']:.4f})")
     return out
-
-
-def main_pretrain(argv: Optional[Sequence[str]] = None) -> dict:
-    """Command line of `python -m parkit pretrain-backbone`.
-
-    Args:
-        argv: arguments after the sub-command (default: sys.argv[1:]).
-
-    Returns:
-        The result of `pretrain_micro_clip` (without the model).
-    """
-    p = argparse.ArgumentParser(prog="python -m parkit pretrain-backbone",
-                                description="Pretrain the compact micro CLIP on SynthPAR captions.")
-    p.add_argument("--data-root", default=None,
-                   help="pretraining SynthPAR folder (default: parkit's cache, synthpar-<n>-<seed>)")
-    p.add_argument("--out", default=str(MICRO_CHECKPOINT), help="checkpoint to write (default: %(default)s)")
-    p.add_argument("--n-images", type=int, default=DEFAULTS["n_images"],
-                   help="size of the pretraining SynthPAR (default: %(default)s)")
-    p.add_argument("--data-seed", type=int, default=DEFAULTS["data_seed"],
-                   help="seed of the pretraining SynthPAR; keep it apart from the evaluation seed "
-                        "(default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
-                   help="image-caption pairs per step (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="AdamW peak rate (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"],
-                   help="(default: %(default)s)")
-    p.add_argument("--warmup-epochs", type=float, default=DEFAULTS["warmup_epochs"],
-                   help="linear warm-up before the cosine decay (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
-                   help="seed of the weights, caption draws, flips and batch order (default: %(default)s)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads; on a busy shared CPU, 1 is several times faster than 2 "
-                        "(default: torch's setting)")
-    p.add_argument("--no-eval", action="store_true", help="skip the zero-shot evaluation")
-    p.add_argument("--eval-root", default=None, help="SynthPAR folder of the zero-shot evaluation")
-    p.add_argument("--eval-n-images", type=int, default=DEFAULTS["eval_n_images"],
-                   help="size of the evaluation SynthPAR (default: %(default)s)")
-    p.add_argument("--eval-seed", type=int, default=DEFAULTS["eval_seed"],
-                   help="seed of the evaluation SynthPAR (default: %(default)s)")
-    p.add_argument("--captions", choices=CAPTION_MODES, default=DEFAULTS["caption_mode"],
-                   help="one: a random caption per image per epoch; all: its captions joined "
-                        "(default: %(default)s)")
-    p.add_argument("--clip-grad", type=float, default=DEFAULTS["clip_grad"],
-                   help="clip the gradient norm at this value (default: no clipping)")
-    p.add_argument("--monitor-every", type=int, default=DEFAULTS["monitor_every"],
-                   help="log the zero-shot AUC on the evaluation split every N epochs (default: never)")
-    p.add_argument("--size", choices=sorted(SIZES), default="micro",
-                   help="architecture of the compact CLIP (default: %(default)s)")
-    p.add_argument("--init", default=None,
-                   help="start from this packed micro checkpoint (a second stage) instead of random weights")
-    a = p.parse_args(argv)
-    if a.threads is not None:
-        torch.set_num_threads(a.threads)
-    result = pretrain_micro_clip(a.data_root, a.out, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed,
-                                 device=a.device, n_images=a.n_images, data_seed=a.data_seed, lr=a.lr,
-                                 weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
-                                 caption_mode=a.captions, clip_grad=a.clip_grad, monitor_every=a.monitor_every,
-                                 init_from=a.init, config=SIZES[a.size],
-                                 evaluate=not a.no_eval, eval_root=a.eval_root,
-                                 eval_n_images=a.eval_n_images, eval_seed=a.eval_seed)
-    result.pop("model")
-    return result

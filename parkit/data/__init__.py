@@ -4,7 +4,8 @@
 (PA-100K annotation.mat, PETA.mat, RAP_annotation.mat v5/v7.3, WIDER text files, Rethinking_of_PAR
 pickles, a CSV manifest) into a `PARDataset`; `list_datasets()` names what it can read.
 One module per format: `pa100k`, `peta`, `rap`, `wider`, `zeroshot` (PETA-ZS, RAP-ZS),
-`pickles`, `manifest` (CSV); shared machinery in `formats` (MAT reading, assembly) and
+`pickles`, `manifest` (CSV); shared machinery in `formats` (MAT reading, assembly),
+`partitioned` (the body of the 5-partition loaders) and
 `images` (image resolution). SynthPAR, transforms and the torch Dataset live in `synthpar`,
 `transforms` and `torchdata`; their public names are re-exported here lazily.
 """
@@ -16,6 +17,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import List, Union
 
+from parkit.attributes.schemas import SchemaError, canonical_name
 from parkit.data.base import SPLIT_NAMES, DatasetError, PARDataset
 
 # name -> (module, function). Modules are imported on first use, so `import parkit.data` is cheap.
@@ -53,8 +55,6 @@ def _canonical(name: str) -> str:
     key = re.sub(r"[^a-z0-9]", "", str(name).lower())
     if key in _EXTRA_ALIASES:
         return _EXTRA_ALIASES[key]
-    from parkit.attributes.schemas import SchemaError, canonical_name
-
     try:
         return canonical_name(name)
     except SchemaError:

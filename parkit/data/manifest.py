@@ -19,6 +19,7 @@ import numpy as np
 from parkit.attributes import REGIONS, check_context_length, expand, guess_region, phrase_from_name
 from parkit.data.base import DatasetError, PARDataset
 from parkit.data.formats import assemble, check_root
+from parkit.data.zeroshot import identity_disjoint_split
 
 SPLIT_ALIASES = {"train": "train", "trainval": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test"}
@@ -146,6 +147,16 @@ def load_csv_manifest(root: Union[str, Path], *, csv: Optional[Union[str, Path]]
     identities = None
     if identity_column in frame.columns:
         identities = pd.factorize(frame[identity_column].fillna("").astype(str))[0].astype(np.int64)
+    splits, split_source = _manifest_splits(frame, path, split_column, identities, val_fraction, test_fraction, seed)
+    return assemble(name, labels=labels, image_names=image_names, splits=splits, root=path.parent,
+                    annotation=path, split_source=split_source, info={"phrases": phrase_list},
+                    attributes=columns, sentences=sentence_list, regions=region_list, identities=identities,
+                    require_images=require_images, skip_missing=skip_missing, image_dirs=image_dirs)
+
+
+def _manifest_splits(frame, path: Path, split_column: str, identities, val_fraction: float,
+                     test_fraction: float, seed: int) -> tuple:
+    """(splits with "trainval", split_source): the split column when there is one, else a seeded split."""
     if split_column in frame.columns:
         raw = frame[split_column].fillna("").astype(str).str.strip().str.lower()
         unknown = sorted(set(raw) - set(SPLIT_ALIASES))
@@ -159,10 +170,7 @@ def load_csv_manifest(root: Union[str, Path], *, csv: Optional[Union[str, Path]]
         split_source = (f"parkit random split, seed {seed}" + (" (identity-disjoint)" if identities is not None else "")
                         + f": the manifest has no {split_column!r} column")
     splits["trainval"] = np.sort(np.concatenate([splits["train"], splits["val"]]))
-    return assemble(name, labels=labels, image_names=image_names, splits=splits, root=path.parent,
-                    annotation=path, split_source=split_source, info={"phrases": phrase_list},
-                    attributes=columns, sentences=sentence_list, regions=region_list, identities=identities,
-                    require_images=require_images, skip_missing=skip_missing, image_dirs=image_dirs)
+    return splits, split_source
 
 
 def _random_split(n: int, identities, val_fraction: float, test_fraction: float, seed: int) -> Dict[str, np.ndarray]:
@@ -171,8 +179,6 @@ def _random_split(n: int, identities, val_fraction: float, test_fraction: float,
                            f"[0, 1) with a sum below 1")
     train_fraction = 1 - val_fraction - test_fraction
     if identities is not None and val_fraction > 0 and test_fraction > 0:
-        from parkit.data.zeroshot import identity_disjoint_split
-
         out = identity_disjoint_split(identities, (train_fraction, val_fraction, test_fraction), seed)
         return {k: out[k] for k in ("train", "val", "test")}
     order = np.random.default_rng(seed).permutation(n)

@@ -15,6 +15,7 @@ import numpy as np
 from parkit.data.base import DatasetError, PARDataset
 from parkit.data.formats import (as_strings, assemble, check_names, find_annotation, get_field,
                                  read_mat, schema_lists)
+from parkit.data.pickles import load_from_pickle
 
 ANNOTATION_CANDIDATES = ("annotation.mat", "PA100k/annotation.mat", "PA100K/annotation.mat",
                          "pa100k/annotation.mat", "data/annotation.mat", "PA100k/data/annotation.mat",
@@ -41,8 +42,6 @@ def load_pa100k(root: Union[str, Path], *, annotation: Optional[Union[str, Path]
     root = Path(root)
     path = find_annotation(root, ANNOTATION_CANDIDATES, "PA100K", annotation)
     if path.suffix == ".pkl":
-        from parkit.data.pickles import load_from_pickle
-
         return load_from_pickle("PA100K", root, path, sentences=sentences, require_images=require_images,
                                 skip_missing=skip_missing, image_dirs=image_dirs)
     mat = read_mat(path)

@@ -14,7 +14,8 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 
 from parkit.data.base import DatasetError, PARDataset
-from parkit.data.formats import (as_indices, as_strings, get_field, load_partitioned, read_mat, union)
+from parkit.data.formats import as_indices, as_strings, get_field, read_mat, union
+from parkit.data.partitioned import load_partitioned
 
 # spec §11.1: indices into the 105 labels, giving the 35 evaluated attributes in group order.
 GROUP_ORDER = (10, 18, 19, 30, 15, 7, 9, 11, 14, 21, 26, 29, 32, 33, 34, 6, 8, 12, 25, 27, 31, 13, 23,

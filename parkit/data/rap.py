@@ -21,7 +21,8 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 
 from parkit.data.base import DatasetError, PARDataset
-from parkit.data.formats import (as_indices, as_strings, get_field, load_partitioned, read_mat, union)
+from parkit.data.formats import as_indices, as_strings, get_field, read_mat, union
+from parkit.data.partitioned import load_partitioned
 
 RAPV1_NUM_ATTRIBUTES = 51
 # spec §11.1: head/upper/lower/shoes/attachments first, then age (4), female, body (3),

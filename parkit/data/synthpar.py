@@ -74,14 +74,14 @@ _GROUP_DEFAULT = {"age": "Age18-60", "view": "Front", "sleeve": "LongSleeve", "l
 _SUPERSAMPLE = 2  # draw at 2x and box-reduce: anti-aliasing that keeps every change local
 
 # Named colours, so captions can say what is drawn. Darker clothes are more common, as in street
-# scenes.
-_CLOTH = {
+# scenes. Public: the pretraining strips these colour words from captions (parkit.backbone.pretrain).
+CLOTH_COLOURS = {
     "black": (32, 32, 35), "white": (232, 232, 226), "grey": (128, 128, 130),
     "red": (186, 38, 42), "blue": (45, 85, 180), "navy": (28, 38, 84), "green": (48, 128, 64),
     "yellow": (222, 196, 58), "brown": (116, 78, 46), "pink": (228, 142, 170),
     "purple": (118, 62, 148), "beige": (206, 186, 148), "orange": (226, 122, 36),
 }
-_CLOTH_NAMES = tuple(_CLOTH)
+_CLOTH_NAMES = tuple(CLOTH_COLOURS)
 _CLOTH_WEIGHTS = np.array([5, 3, 3, 2, 3, 3, 1.5, 1, 1.5, 1, 1, 1.5, 1], dtype=np.float64)
 _CLOTH_WEIGHTS /= _CLOTH_WEIGHTS.sum()
 _SKIN = ((250, 220, 192), (238, 192, 158), (222, 170, 128), (196, 134, 96), (158, 104, 72),
@@ -218,8 +218,8 @@ def _pick_colour(rng: np.random.Generator, avoid: Optional[str] = None) -> str:
     names = list(_CLOTH_NAMES)
     w = _CLOTH_WEIGHTS.copy()
     if avoid is not None:  # a contrasting colour: far enough from `avoid` to be seen
-        ref = np.array(_CLOTH[avoid], dtype=np.float64)
-        far = np.array([np.linalg.norm(np.array(_CLOTH[n]) - ref) > 110 for n in names])
+        ref = np.array(CLOTH_COLOURS[avoid], dtype=np.float64)
+        far = np.array([np.linalg.norm(np.array(CLOTH_COLOURS[n]) - ref) > 110 for n in names])
         w = np.where(far, w, 0.0)
         w /= w.sum()
     return names[int(rng.choice(len(names), p=w))]
@@ -502,7 +502,7 @@ def _shade(rgb, delta) -> tuple:
 
 
 def _colour(app: dict, key: str, slot: int) -> tuple:
-    return _shade(_CLOTH[app[key]], app["jitter"][slot])
+    return _shade(CLOTH_COLOURS[app[key]], app["jitter"][slot])
 
 
 def _darker(rgb, f=0.72) -> tuple:

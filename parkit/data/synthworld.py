@@ -31,6 +31,7 @@ Folder layout written by `make_synthworld`:
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -41,6 +42,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from parkit.data.base import DatasetError
 from parkit.data.synthpar import (
     SYNTHPAR_ATTRIBUTES, VIEWS, complete_attributes, person_appearance, render_person, sample_attributes)
+from parkit.progress import tqdm
 
 WORLD_VERSION = "1.0"
 ALT_TEXT_VERSION = "1.0"
@@ -355,8 +357,6 @@ def make_synthworld(out_dir: Union[str, Path], n_images: int = 12000, seed: int 
     Returns:
         `out_dir` as a Path.
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415  (tqdm.auto picks a notebook or terminal bar)
-
     if int(n_images) < 1 or int(size) < 32:
         raise ValueError(f"n_images must be >= 1 and size >= 32, got {n_images}, {size}")
     out = Path(out_dir)
@@ -383,8 +383,6 @@ def make_synthworld(out_dir: Union[str, Path], n_images: int = 12000, seed: int 
 
 def default_synthworld_root(n_images: int = 12000, seed: int = 1, size: int = 96) -> Path:
     """Cache folder of a generated SynthWorld: `$PARKIT_CACHE` (default ~/.cache/parkit) / synthworld-..."""
-    import os  # noqa: PLC0415
-
     base = Path(os.environ.get("PARKIT_CACHE") or Path.home() / ".cache" / "parkit").expanduser()
     return base / f"synthworld-{int(n_images)}-{int(seed)}-{int(size)}"
 

@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from parkit.data.base import DatasetError, PARDataset
+from parkit.data.transforms import build_transform
 
 # Everything PIL raises for a missing, truncated or undecodable file.
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -47,7 +48,6 @@ class PARTorchDataset(Dataset):
         if on_corrupt not in ("raise", "skip"):
             raise ValueError(f"on_corrupt must be 'raise' or 'skip', got {on_corrupt!r}")
         if transform is None:
-            from parkit.data.transforms import build_transform
             transform = build_transform(train=False, image_size=224)
         if indices is None:
             idx = np.arange(len(dataset), dtype=np.int64)

@@ -15,6 +15,9 @@ import numpy as np
 
 from parkit.data.base import DatasetError, PARDataset
 from parkit.data.formats import (assemble, check_names, check_root, find_annotation, schema_lists)
+from parkit.data.peta import ANNOTATION_CANDIDATES, read_peta_mat
+from parkit.data.pickles import load_from_pickle
+from parkit.data.rap import RAPV2_CANDIDATES, RAPZS_GROUP_ORDER, read_rapv2_mat
 
 OFFICIAL_SIZES = {
     "PETA-ZS": {"train": 11241, "val": 3826, "test": 3933},
@@ -97,12 +100,8 @@ def load_peta_zs(root: Union[str, Path], *, seed: int = 0, official: Optional[Un
     common = dict(sentences=sentences, require_images=require_images, skip_missing=skip_missing,
                   image_dirs=image_dirs)
     if pkl is not None:
-        from parkit.data.pickles import load_from_pickle
-
         return load_from_pickle("PETA-ZS", root, pkl, split_source=f"official ({pkl.name})",
                                 info={"official_sizes": OFFICIAL_SIZES["PETA-ZS"], "official_split": True}, **common)
-    from parkit.data.peta import ANNOTATION_CANDIDATES, read_peta_mat
-
     path = find_annotation(root, [c for c in ANNOTATION_CANDIDATES if c.endswith(".mat")], "PETA-ZS", annotation)
     peta = read_peta_mat(path)
     check_names(peta["names"], schema_lists("PETA-ZS")[0], "PETA-ZS", path)
@@ -138,12 +137,8 @@ def load_rap_zs(root: Union[str, Path], *, seed: int = 0, official: Optional[Uni
     common = dict(sentences=sentences, require_images=require_images, skip_missing=skip_missing,
                   image_dirs=image_dirs)
     if pkl is not None:
-        from parkit.data.pickles import load_from_pickle
-
         return load_from_pickle("RAP-ZS", root, pkl, split_source=f"official ({pkl.name})",
                                 info={"official_sizes": OFFICIAL_SIZES["RAP-ZS"], "official_split": True}, **common)
-    from parkit.data.rap import RAPV2_CANDIDATES, RAPZS_GROUP_ORDER, read_rapv2_mat
-
     path = find_annotation(root, [c for c in RAPV2_CANDIDATES if c.endswith(".mat")], "RAP-ZS", annotation)
     rap = read_rapv2_mat(path, group_order=RAPZS_GROUP_ORDER)
     check_names(rap["names"], schema_lists("RAP-ZS")[0], "RAP-ZS", path)

@@ -253,7 +253,7 @@ def attribute_attention_maps(model: nn.Module, images: torch.Tensor, *, size: Op
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ExplainError(f"images must be a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     size = tuple(size) if size is not None else tuple(images.shape[-2:])
     with eval_mode(model), torch.no_grad():
         view = forward_with_attention(model, images.to(device))
@@ -272,7 +272,8 @@ def attribute_attention_maps(model: nn.Module, images: torch.Tensor, *, size: Op
     return (maps_np, probs.cpu().numpy()) if return_probs else maps_np
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (the CPU for a model without parameters)."""
     for p in model.parameters():
         return p.device
     return torch.device("cpu")

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from parkit.explain.attention import (ExplainError, _model_device, eval_mode, forward_with_attention,
-                                      layout_indices, normalize_maps, upsample_maps)
+from parkit.explain.attention import (ExplainError, eval_mode, forward_with_attention, layout_indices,
+                                      model_device, normalize_maps, upsample_maps)
 from parkit.model.geometry import GeometryError, stripe_rows
 
 def resolve_attribute(model_or_names, attr: Union[int, str]) -> int:
@@ -73,7 +73,7 @@ def gradcam(model: nn.Module, images: torch.Tensor, attr_idx: Union[int, str, Se
         raise ExplainError(f"images must be a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
     single = isinstance(attr_idx, (int, np.integer, str))
     wanted = [resolve_attribute(model, a) for a in ([attr_idx] if single else attr_idx)]
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     size = tuple(size) if size is not None else tuple(images.shape[-2:])
     # Gradients must flow even through a fully frozen model: let the input carry them.
     x = images.detach().to(device).float().requires_grad_(True)

@@ -21,10 +21,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from parkit.attributes import REGIONS
-from parkit.explain.attention import ExplainError
+from parkit.data import PARTorchDataset
+from parkit.data.transforms import build_transform
+from parkit.explain.attention import ExplainError, attribute_attention_maps
+from parkit.explain.gradcam import gradcam, stripe_bands
 from parkit.model.config import NORMALIZATION_STATS
 from parkit.plots import REGION_COLORS
-from parkit.explain.gradcam import stripe_bands
 
 # Part-token stripes top to bottom (spec §4.1): the colours of the body regions they mostly cover,
 # so a stripe and the attributes of its region share a colour (REGION_COLORS: parkit.plots).
@@ -250,8 +252,6 @@ def pick_attributes_by_region(attributes: Sequence[str], regions: Sequence[str],
 def model_inputs(model, dataset, rows: Sequence[int]) -> torch.Tensor:
     """(B, 3, H, W) model inputs of some dataset rows: letterboxed and normalised as `model` expects."""
     from parkit.data import PARTorchDataset
-    from parkit.data.transforms import build_transform
-
     transform = build_transform(train=False, image_size=model.image_size, normalization=model.normalization)
     images = PARTorchDataset(dataset, list(rows), transform)
     return torch.stack([images[i][0] for i in range(len(rows))])
@@ -274,9 +274,6 @@ def explain_rows(model, dataset, rows: Sequence[int], attributes: Optional[Seque
     Returns:
         A Figure with columns Image + one per attribute; cells show the probability and "gt".
     """
-    from parkit.explain.attention import attribute_attention_maps
-    from parkit.explain.gradcam import gradcam
-
     if attributes is None:
         attributes = pick_attributes_by_region(dataset.attributes, dataset.regions)
     attributes = [int(a) for a in attributes]

@@ -30,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from parkit.backbone import tokenize
 from parkit.model.config import (BASELINE_KINDS, ConfigError, PromptPARConfig, backbone_dims, resolve)
 from parkit.model.contract import PARModel, PAROutput
+from parkit.model.fusion import AttributeHeads, build_mm_blocks
 
 __all__ = ["build_baseline", "ZeroShotCLIP", "LinearProbe", "FineTune", "VTBFusion", "BASELINE_KINDS"]
 
@@ -210,8 +212,6 @@ def clip_text_features(clip_model: nn.Module, sentences: Sequence[str], normaliz
         sentences: A sentences.
         normalize: L2-normalise each feature (for cosine similarities).
     """
-    from parkit.backbone import tokenize  # noqa: PLC0415
-
     device = clip_model.positional_embedding.device
     tokens = tokenize(list(sentences), context_length=clip_model.positional_embedding.shape[0]).to(device)
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
@@ -472,8 +472,6 @@ class VTBFusion(_Baseline):
 
     def __init__(self, clip_model, attributes, sentences, config, vit_state: Optional[Mapping] = None):
         super().__init__(clip_model, attributes, sentences, config)
-        from parkit.model.fusion import AttributeHeads, build_mm_blocks  # noqa: PLC0415
-
         cfg, dims = self.config, self.dims
         width = cfg.fusion_width
         if not cfg.visual_embed and width != dims.embed_dim:

@@ -18,6 +18,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Dict, Literal, Mapping, Optional
 
+from parkit.model.geometry import stripe_rows
+
 # Model kinds. "promptpar" is built by parkit.model.promptpar; the others by
 # parkit.model.baselines.build_baseline(kind, clip_model, attributes, sentences, config).
 PROMPTPAR = "promptpar"
@@ -382,7 +384,6 @@ def resolve(cfg: PromptPARConfig, dims: BackboneDims) -> PromptPARConfig:
         if cfg.mm_init == "vit_b16_imagenet" and cfg.mm_layers > VIT_B16_DEPTH:
             raise ConfigError(f"mm_layers={cfg.mm_layers} exceeds ViT-B/16's {VIT_B16_DEPTH} blocks")
     if cfg.use_div:
-        from parkit.model.geometry import stripe_rows  # noqa: PLC0415 (geometry imports nothing from here)
         stripe_rows(dims.grid, cfg.div_num, cfg.overlap_row)  # raises on a grid the rule cannot split
     return out
 

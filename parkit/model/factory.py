@@ -15,8 +15,14 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from parkit.attributes import get_schema
+from parkit.backbone import clip_config, load_clip
+from parkit.backbone.loading import clip_module
+from parkit.model.baselines import build_baseline
 from parkit.model.config import (OFFICIAL_FLAGS, PRESETS, PROMPTPAR, ConfigError, PromptPARConfig,
                                  backbone_dims, field_names, preset_config, resolve)
+from parkit.model.fusion import default_mm_weights_path, read_vit_weights
+from parkit.model.promptpar import PromptPAR
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -83,7 +89,6 @@ def resolve_attributes(attributes=None, sentences: Optional[Sequence[str]] = Non
     if attributes is None:
         attributes = default_dataset
     if isinstance(attributes, str):
-        from parkit.attributes import get_schema  # noqa: PLC0415
         schema = get_schema(attributes)
         names, sents = list(schema.attributes), list(schema.sentences)
     elif hasattr(attributes, "attributes") and hasattr(attributes, "sentences"):
@@ -104,9 +109,6 @@ def resolve_attributes(attributes=None, sentences: Optional[Sequence[str]] = Non
 
 
 def _load_backbone(cfg: PromptPARConfig, pretrained: bool, device: torch.device) -> nn.Module:
-    from parkit.backbone import clip_config, load_clip  # noqa: PLC0415
-    from parkit.backbone.loading import clip_module  # noqa: PLC0415
-
     if device.type == "meta":
         if pretrained:
             raise ValueError("device='meta' builds a shapes-only model: pass pretrained=False")
@@ -117,8 +119,6 @@ def _load_backbone(cfg: PromptPARConfig, pretrained: bool, device: torch.device)
 
 def _vit_state(cfg: PromptPARConfig, pretrained: bool):
     """The timm ViT state dict the MM-former is initialised from, or None (random / backbone)."""
-    from parkit.model.fusion import default_mm_weights_path, read_vit_weights  # noqa: PLC0415
-
     if not cfg.use_mm_former or cfg.mm_init in ("backbone_last", "random"):
         return None
     if cfg.mm_init == "vit_b16_imagenet":
@@ -166,13 +166,11 @@ def create_model(preset: Union[str, PromptPARConfig] = "promptpar-micro", attrib
 
     context = torch.device("meta") if meta else torch.device(_module_device(clip_model))
     if cfg.kind != PROMPTPAR:
-        from parkit.model.baselines import build_baseline  # noqa: PLC0415 (another module's builder)
         # Only the VTB baseline has an MM-former to initialise from a timm ViT file.
         options = {"vit_state": None if meta else _vit_state(cfg, pretrained)} if cfg.kind == "vtb" else {}
         with context:
             model = build_baseline(cfg.kind, clip_model, names, sents, cfg, **options)
     else:
-        from parkit.model.promptpar import PromptPAR  # noqa: PLC0415
         vit_state = None if meta else _vit_state(cfg, pretrained)
         with context:
             model = PromptPAR(clip_model, sents, cfg, attributes=names, vit_state=vit_state)

@@ -35,7 +35,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from parkit.backbone import clip_config, list_backbones
+from parkit.backbone.loading import BackboneFileError, build_clip, config_from_state_dict
 from parkit.model.config import OFFICIAL_FLAGS, VIT_B16_WIDTH, ConfigError, PromptPARConfig
+from parkit.model.factory import resolve_attributes
 from parkit.model.promptpar import PromptPAR
 
 PathLike = Union[str, os.PathLike]
@@ -295,8 +298,6 @@ def official_settings(clip_sd: Mapping[str, torch.Tensor], cls_sd: Mapping[str, 
     Raises:
         OfficialCheckpointError: tensors are missing or disagree about the attribute count.
     """
-    from parkit.backbone.loading import BackboneFileError, config_from_state_dict  # noqa: PLC0415
-
     try:
         clip_cfg = config_from_state_dict(clip_sd, source=f"{source} (CLIP part)")
     except BackboneFileError as exc:
@@ -346,8 +347,6 @@ def official_settings(clip_sd: Mapping[str, torch.Tensor], cls_sd: Mapping[str, 
 
 def _backbone_name(clip_cfg: Mapping, requested: Optional[str], source: str) -> str:
     """The backbone name whose architecture equals the checkpoint's CLIP (checked when requested)."""
-    from parkit.backbone import clip_config, list_backbones  # noqa: PLC0415
-
     def comparable(cfg: Mapping) -> dict:
         return {k: v for k, v in cfg.items() if k != "transformer_heads"}   # not stored in the tensors
 
@@ -478,6 +477,29 @@ def parkit_to_official(state: Mapping[str, torch.Tensor], legacy_names: bool = F
 # ---------------------------------------------------------------------------------------------
 # Public entry points
 # ---------------------------------------------------------------------------------------------
+def _official_config(found: Mapping, clip_cfg: Mapping, backbone: str, overrides: Mapping,
+                     source: str) -> PromptPARConfig:
+    """`PromptPARConfig.official()` with the sizes read off the tensors, then the caller's overrides.
+
+    Raises:
+        OfficialCheckpointError: an override contradicts a shape-deciding setting of the tensors,
+            or the resulting settings are invalid.
+    """
+    clashing = {k: (v, found[k]) for k, v in overrides.items() if k in found and v != found[k]
+                and k not in ("mm_init", "use_vismask", "global_token")}
+    if clashing:
+        text = "; ".join(f"{k}={v!r} but the checkpoint has {c!r}" for k, (v, c) in clashing.items())
+        raise OfficialCheckpointError(f"{source}: overrides contradict the tensors: {text}")
+    try:
+        config = PromptPARConfig.official(**found, backbone=backbone, image_size=clip_cfg["image_resolution"])
+    except ConfigError as exc:
+        raise OfficialCheckpointError(f"{source}: the checkpoint's settings are not valid: {exc}") from None
+    try:
+        return config.replace(**overrides)          # unknown names raise, listing the valid ones
+    except ConfigError as exc:
+        raise OfficialCheckpointError(f"bad override for {source}: {exc}") from None
+
+
 def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional[str] = None, *,
                              sentences: Optional[Sequence[str]] = None,
                              device: Union[str, torch.device, None] = None,
@@ -513,9 +535,6 @@ def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional
         OfficialCheckpointError: unreadable file, not a PromptPAR checkpoint, attribute count or
             backbone mismatch, or keys/shapes that do not fit (listed).
     """
-    from parkit.backbone.loading import build_clip  # noqa: PLC0415
-    from parkit.model.factory import resolve_attributes  # noqa: PLC0415
-
     source = str(path)
     stubbed: List[str] = []
     ckpt = read_official_checkpoint(path, allow_pickle=allow_pickle, stubbed=stubbed)

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from parkit.backbone import tokenize
 from parkit.model.config import BackboneDims, PromptPARConfig
 from parkit.model.geometry import prompt_init_bound
 from parkit.model.clip_blocks import clip_block_forward
@@ -38,8 +39,6 @@ def tokenize_sentences(sentences: Sequence[str], context_length: int) -> torch.T
 
     Uses `parkit.backbone.tokenize`, which names any sentence that does not fit the context.
     """
-    from parkit.backbone import tokenize  # noqa: PLC0415 (keeps parkit.model import light)
-
     with torch.device("cpu"):  # even when the model itself is built on the meta device
         return tokenize(list(sentences), context_length=context_length)
 

@@ -38,6 +38,8 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 import torch
 
+from parkit.model import ConfigError, PromptPARConfig, create_model
+
 FORMAT = "parkit/1"
 PathLike = Union[str, os.PathLike]
 
@@ -184,8 +186,6 @@ def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None
     Returns:
         The model in eval mode.
     """
-    from parkit.model import ConfigError, PromptPARConfig, create_model  # lazy: heavy package
-
     ckpt = load_checkpoint(path)
     try:
         config = PromptPARConfig.from_dict(ckpt["config"])

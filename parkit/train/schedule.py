@@ -26,6 +26,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+from parkit.model import get_config
+
 GROUPS = ("prompt", "fusion")  # spec §9: the two optimisers, in the order the official code steps them
 
 
@@ -158,8 +160,6 @@ def get_recipe(name_or_preset=None) -> Recipe:
         return recipe_for_backbone(getattr(getattr(name_or_preset, "config", None), "backbone", None))
     if name_or_preset in RECIPES:
         return RECIPES[name_or_preset]
-    from parkit.model import get_config  # lazy: only needed for preset names
-
     try:
         backbone = get_config(name_or_preset).backbone
     except KeyError:

@@ -30,10 +30,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from parkit.data import PARTorchDataset
+from parkit.data.transforms import build_transform
+from parkit.explain import attribute_attention_maps, gradcam
 from parkit.explain.plotting import REGION_COLORS, array_to_png, draw_stripes, overlay, to_display_image
 from parkit.model.config import PromptPARConfig
 from parkit.model.contract import PARModel
 from parkit.model.promptpar import PromptPAR
+from parkit.model.geometry import stripe_rows
 
 DEFAULT_THRESHOLD = 0.45  # spec §3.5 step 8 / §10: positive when p > 0.45
 
@@ -361,6 +365,19 @@ class AttributeExplorer:
         self._upload = None  # (model input (3, H, W), probs (A,)) of an uploaded image, while one is shown
         self._busy = False
 
+        self._build_widgets(W, threshold, method)
+        self.visible = filter_wrong(self.gt, self.probs, 0, self.threshold.value, "all", self.ignore)
+
+        self.image_slider.observe(self._on_image, names="value")
+        self.attribute.observe(self._on_attribute, names="value")
+        self.threshold.observe(self._on_threshold, names="value")
+        self.filter.observe(self._on_filter, names="value")
+        self.method.observe(self._on_method, names="value")
+        self.upload.observe(self._on_upload, names="value")
+        self.refresh()
+
+    def _build_widgets(self, W, threshold: float, method: str) -> None:
+        """The controls, the views and their layout (`self.widget`), each with a CSS class."""
         # Controls.
         # 1-based, like the status line: "image k/n" of the images the filter keeps.
         self.image_slider = W.IntSlider(value=1, min=1, max=len(self.rows), description="image",
@@ -371,14 +388,14 @@ class AttributeExplorer:
                                        description="threshold", readout_format=".2f", continuous_update=True,
                                        layout=W.Layout(width="360px"))
         self.filter = W.Dropdown(options=FILTERS, value="all", description="show", layout=W.Layout(width="360px"))
-        methods = METHODS if model is not None else tuple(m for m in METHODS if m[1] in ("stripes", "none"))
+        methods = METHODS if self.model is not None else tuple(m for m in METHODS if m[1] in ("stripes", "none"))
         if method not in [m[1] for m in methods]:
             method = methods[0][1]
         self.method = W.ToggleButtons(options=methods, value=method, description="explain",
                                       style={"button_width": "92px"},
                                       tooltips=[METHOD_TIPS[v] for _, v in methods])
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="your image",
-                                   disabled=model is None)
+                                   disabled=self.model is None)
         # Views.
         self.image_view = W.Image(format="png", layout=W.Layout(width="224px"))
         self.bars_view = W.HTML()
@@ -395,15 +412,6 @@ class AttributeExplorer:
                         (self.filter, "filter"), (self.method, "method"), (self.upload, "upload"),
                         (self.image_view, "picture"), (self.bars_view, "bars"), (self.status, "status")):
             w.add_class(f"parkit-{name}")
-        self.visible = filter_wrong(self.gt, self.probs, 0, self.threshold.value, "all", self.ignore)
-
-        self.image_slider.observe(self._on_image, names="value")
-        self.attribute.observe(self._on_attribute, names="value")
-        self.threshold.observe(self._on_threshold, names="value")
-        self.filter.observe(self._on_filter, names="value")
-        self.method.observe(self._on_method, names="value")
-        self.upload.observe(self._on_upload, names="value")
-        self.refresh()
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -530,8 +538,6 @@ class AttributeExplorer:
     def _heatmap(self, key: tuple, x: torch.Tensor, method: str) -> np.ndarray:
         """(H, W) map of the selected attribute; every attribute's map is computed on an image's first
         view (one forward pass) and cached under (*key, method), so switching attributes is instant."""
-        from parkit.explain import attribute_attention_maps, gradcam
-
         cache_key = (*key, method)
         if cache_key not in self._maps:
             batch = x.unsqueeze(0)  # (1, 3, H, W)
@@ -595,8 +601,6 @@ class AttributeExplorer:
     # -- data and model -------------------------------------------------------------------------
 
     def _transform(self):
-        from parkit.data.transforms import build_transform
-
         return build_transform(train=False, image_size=self.image_size, normalization=self.normalization)
 
     def model_input(self, pos: int) -> torch.Tensor:
@@ -605,8 +609,6 @@ class AttributeExplorer:
             if not any(p for p in self.dataset.image_paths):
                 raise ValueError(f"{self.dataset.name} has no image paths (annotations only); load it with its "
                                  f"images to browse pictures")
-            from parkit.data import PARTorchDataset
-
             self._images = PARTorchDataset(self.dataset, self.rows, self._transform())
         return self._images[pos][0]
 
@@ -637,8 +639,6 @@ class AttributeExplorer:
         (`model.stripes`), else the official geometry on `grid_rows` (spec §4.1)."""
         if isinstance(self.model, PromptPAR) and self.model.stripes:
             return [tuple(r) for r in self.model.stripes]
-        from parkit.model.geometry import stripe_rows
-
         cfg = self.model.config if isinstance(self.model, PARModel) else PromptPARConfig()  # official geometry
         return list(stripe_rows(self.grid_rows, cfg.div_num, cfg.overlap_row))
 
