@@ -33,8 +33,10 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch import nn
 
+from parkit.data.transforms import build_transform
 from parkit.explain.attention import ExplainError, eval_mode, forward_with_attention, text_to_patch_attention
 from parkit.explain.gradcam import gradcam
 
@@ -242,6 +244,24 @@ def _grid_maps(model: nn.Module, images: torch.Tensor, method: str, attributes: 
     return gradcam(model, images, list(attributes), size=grid, normalize=False)
 
 
+def _attribute_record(dataset, j: int, maps: np.ndarray, masks: dict, keep: Optional[np.ndarray]) -> dict:
+    """One row of `localization`: attribute `j`'s maps (N, rows, cols) against its region's masks."""
+    region = dataset.regions[j]
+    name = BODY_REGION_OF[region]
+    keep = np.ones(len(maps), dtype=bool) if keep is None else keep
+    share = mass_share(maps[keep], masks[name][keep])  # (n,)
+    hit = pointing_hit(maps[keep], masks[name][keep])
+    chance = masks[name][keep].mean(axis=(-2, -1))
+    # What a map spread evenly over the person (and nothing else) would put in the region.
+    body_chance = masks[name][keep].sum(axis=(-2, -1)) / masks["body"][keep].sum(axis=(-2, -1))
+    ok = ~np.isnan(share)  # an all-zero Grad-CAM has no mass to place
+    mean_share, mean_chance, mean_body = _mean(share[ok]), _mean(chance[ok]), _mean(body_chance[ok])
+    return {"attribute": dataset.attributes[j], "region": region, "body_region": name, "n": int(ok.sum()),
+            "share": mean_share, "chance": mean_chance, "ratio": _ratio(mean_share, mean_chance),
+            "hit_rate": _mean(hit[ok]), "hit_chance": mean_chance,
+            "body_chance": mean_body, "ratio_body": _ratio(mean_share, mean_body)}
+
+
 def localization(model: nn.Module, dataset, split: str = "test", method: str = "attention", limit: Optional[int] = 120,
                  positives_only: bool = True, device: Union[str, torch.device, None] = None,
                  batch_size: int = 32) -> pd.DataFrame:
@@ -280,10 +300,6 @@ def localization(model: nn.Module, dataset, split: str = "test", method: str = "
         if not hasattr(model, need):
             raise ExplainError(f"{type(model).__name__} has no {need!r}; localization builds the model's "
                                f"evaluation transform from model.image_size and model.normalization")
-    from PIL import Image
-
-    from parkit.data.transforms import build_transform
-
     regions = list(dataset.regions)
     measured = [j for j, r in enumerate(regions) if r in BODY_REGION_OF]
     if not measured:
@@ -309,23 +325,8 @@ def localization(model: nn.Module, dataset, split: str = "test", method: str = "
     masks = {name: np.stack([box_to_grid(b[name], image_size, int(model.image_size), grid) for b in boxes])
              for name in (*BODY_REGIONS, "body")}  # name -> (N, rows, cols)
 
-    records = []
-    for k, j in enumerate(measured):
-        name = BODY_REGION_OF[regions[j]]
-        keep = labels[rows, j] == 1 if positives_only else np.ones(len(rows), dtype=bool)
-        share = mass_share(maps[keep, k], masks[name][keep])  # (n,)
-        hit = pointing_hit(maps[keep, k], masks[name][keep])
-        chance = masks[name][keep].mean(axis=(-2, -1))
-        # What a map spread evenly over the person (and nothing else) would put in the region.
-        body_chance = masks[name][keep].sum(axis=(-2, -1)) / masks["body"][keep].sum(axis=(-2, -1))
-        ok = ~np.isnan(share)  # an all-zero Grad-CAM has no mass to place
-        mean_share, mean_chance, mean_body = _mean(share[ok]), _mean(chance[ok]), _mean(body_chance[ok])
-        records.append({
-            "attribute": dataset.attributes[j], "region": regions[j], "body_region": name, "n": int(ok.sum()),
-            "share": mean_share, "chance": mean_chance, "ratio": _ratio(mean_share, mean_chance),
-            "hit_rate": _mean(hit[ok]), "hit_chance": mean_chance,
-            "body_chance": mean_body, "ratio_body": _ratio(mean_share, mean_body),
-        })
+    records = [_attribute_record(dataset, j, maps[:, k], masks, labels[rows, j] == 1 if positives_only else None)
+               for k, j in enumerate(measured)]
     df = pd.DataFrame.from_records(records)
     correlations = np.array([mean_pairwise_correlation(m) for m in maps])
     df.attrs.update(method=method, split=split, n_images=int(len(rows)), positives_only=bool(positives_only),
