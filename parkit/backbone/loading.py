@@ -28,6 +28,8 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from parkit.devices import default_device
+
 PathLike = Union[str, os.PathLike]
 
 # The text side of every OpenAI CLIP uses the same BPE vocabulary and context.
@@ -208,11 +210,6 @@ def openai_file_info(name: str) -> tuple:
     """(file name, expected SHA-256) of OpenAI's file for `name`; the checksum is part of the URL."""
     url = openai_url(name)
     return url.rsplit("/", 1)[-1], url.split("/")[-2]
-
-
-def default_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def cast_clip(model: nn.Module, dtype: torch.dtype) -> nn.Module:

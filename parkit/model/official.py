@@ -35,6 +35,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from parkit.devices import resolve_device
 from parkit.model.config import OFFICIAL_FLAGS, VIT_B16_WIDTH, ConfigError, PromptPARConfig
 
 PathLike = Union[str, os.PathLike]
@@ -560,9 +561,7 @@ def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional
         "legacy_names": legacy, "stubbed_classes": sorted(set(stubbed)),
         "clip_dtype": str(next(iter(clip_sd.values())).dtype),
     }
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(torch.device(device)).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def _load_strict(model: nn.Module, mapped: Dict[str, torch.Tensor], unmapped: List[str], source: str,
