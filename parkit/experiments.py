@@ -70,30 +70,36 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
         preset: model preset (default: the profile's).
         overrides: config overrides for `create_model`.
         epochs: epochs (default: the profile's `epochs`).
-        seed: run seed.
+        seed: run seed: the model's initialisation, the data order and the augmentation.
         force: retrain even when a finished run exists.
         progress: show progress bars.
-        **train_kwargs: passed to `parkit.train.train`.
+        **train_kwargs: further `TrainConfig` settings (part of the run's key when they change
+            its results).
 
     Returns:
         An `Experiment` whose `row` holds name, preset, test mA/Acc/Prec/Rec/F1 (percent) of the
         model selected on validation, trainable/total parameters and minutes.
     """
     from parkit.model import count_parameters, create_model
-    from parkit.train import train
+    from parkit.train import TrainConfig, train
 
     preset = preset or profile.preset
     overrides = dict(overrides or {})
     epochs = profile.epochs if epochs is None else epochs
     from parkit.model.config import preset_config
 
-    # Key on the effective configuration, not the name: "vis_prompt=10" and the default run of a
-    # preset whose default is 10 are the same run and are trained once.
+    # What the run computes and reports is its TrainConfig's key (the same settings a resumed
+    # run must match); the model and the data are keyed on the effective configuration, not the
+    # name: "vis_prompt=10" and the default run of a preset whose default is 10 are the same
+    # run and are trained once.
+    train_config = TrainConfig(epochs=epochs, batch_size=profile.batch_size, seed=seed,
+                               max_minutes=profile.max_minutes, eval_limit=profile.eval_limit,
+                               device=profile.device, progress=progress, verbose=False,
+                               **train_kwargs)
     config = preset_config(preset).replace(**overrides).to_dict()
-    spec = {"preset": preset, "config": config, "backbone_weights": _backbone_fingerprint(config), "epochs": epochs, "seed": seed,
-            "dataset": dataset.name, "split_source": dataset.split_source, "n": len(dataset), "batch_size": profile.batch_size,
-            "max_minutes": profile.max_minutes, "eval_limit": profile.eval_limit,
-            "train_kwargs": train_kwargs}
+    spec = {"preset": preset, "config": config, "backbone_weights": _backbone_fingerprint(config),
+            "dataset": dataset.name, "split_source": dataset.split_source, "n": len(dataset),
+            "train": train_config.key()}
     out = runs_dir(profile) / f"{preset}-{_key(spec)}"
     done = out / "experiment.json"
     if done.exists() and not force:
@@ -103,16 +109,14 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
 
     t0 = time.perf_counter()
     model = create_model(preset, attributes=list(dataset.attributes), sentences=list(dataset.sentences),
-                         device=profile.device, **overrides)
+                         device=profile.device, seed=seed, **overrides)
     counts = count_parameters(model)
     if counts["trainable"] == 0:
         # Nothing to train (zero-shot CLIP): calibrate its decision offsets on the training
         # split when the model can, then evaluate; there is no epoch and no checkpoint.
         test, epochs_done, best_epoch = _evaluate_frozen(model, dataset, profile), 0, None
     else:
-        result = train(model, dataset, epochs=epochs, batch_size=profile.batch_size, out_dir=out,
-                       device=profile.device, seed=seed, max_minutes=profile.max_minutes,
-                       eval_limit=profile.eval_limit, progress=progress, verbose=False, **train_kwargs)
+        result = train(model, dataset, train_config, out_dir=out)
         test = result.test_metrics.get("selected") or result.test_metrics.get("last") or {}
         epochs_done, best_epoch = result.epochs_done, result.best_epoch
     row = {"run": name, "preset": preset, **{k: test.get(k) for k in HEADLINE},
