@@ -127,7 +127,7 @@ def forward_batches(model: nn.Module, batches: Iterable[torch.Tensor], *, device
     Returns:
         One (B, A) float32 CPU tensor of logits per batch.
     """
-    run = runner or model
+    run = model if runner is None else runner  # (a compiled module has no truth value)
     was_training = model.training
     model.eval()
     out = []
