@@ -24,6 +24,14 @@ resumable:
 * **Data parallel** (`parkit.train.distributed`): under `torchrun`, DistributedDataParallel with
   the same global batch as a single process, synchronised BatchNorm, rank-0 logging/checkpoints.
 
+How it reads: `train` turns its keywords into a `TrainConfig` (`parkit.train.config`: every
+setting, validated, and the record a resumed run must match); `_setup` builds what stays fixed
+(a `_Run`: model, optimisers, datasets, settings record); `_resume` returns the run's position (a
+`RunState`, fresh or from `last.pt`); each epoch is `_train_epoch` (steps, mid-epoch checkpoints,
+the time budget) then `_end_epoch` (selection metrics, `best.pt`, `last.pt`, logs); `_finish` tests
+the selected and the last model. Checkpoint records come from `checkpoint.checkpoint_record`,
+predictions from `parkit.train.evaluation`.
+
 Deliberate departures from the official loop (spec §14): every module is in eval mode during
 evaluation (the official code leaves `agg_bn` in train mode, §14.18; predictions are unaffected);
 bf16 autocast replaces the fp16 weight casts without loss scaling (§14.20); checkpoints hold the
