@@ -211,8 +211,8 @@ class _Run:
     ds_train: Any  # SeededSamples over the training split
     ds_sel: Any  # the selection split (None with select_on="last")
     say: Callable[[str], None]
-    started: float = field(default_factory=time.monotonic)
-    last_checkpoint: float = field(default_factory=time.monotonic)
+    started: float = 0.0  # time.monotonic() when the epochs began
+    last_checkpoint: float = 0.0  # ... and when last.pt was last written
 
     @property
     def last_path(self) -> Path:
@@ -257,6 +257,7 @@ def train(model_or_preset, dataset=None, config: Optional[TrainConfig] = None, *
     config = (config or TrainConfig()).replace(**settings)
     run = _setup(model_or_preset, dataset, config, root, model_options, dataset_options)
     state = _resume(run)
+    run.started = run.last_checkpoint = time.monotonic()  # the time budget counts training only
     run.net.train()
     while state.epoch < run.config.epochs and not state.stopped_early:
         _train_epoch(run, state)
