@@ -91,7 +91,8 @@ def demo_runs(dataset, epochs: int) -> list:
             current = preset_config(spec["preset"]).to_dict()
         except KeyError:
             continue
-        if (row.get("mA") is None or spec["config"] != current or spec["epochs"] != epochs
+        run = spec.get("train", spec)  # the TrainConfig key; runs keyed before it kept epochs on top
+        if (row.get("mA") is None or spec["config"] != current or run["epochs"] != epochs
                 or spec.get("split_source") != dataset.split_source):
             continue
         rows.append((spec["preset"], row["mA"]))

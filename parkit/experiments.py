@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from parkit.attributes import get_schema
 from parkit.backbone import sha256_file
 from parkit.backbone.micro import MICRO_CHECKPOINT
 from parkit.data.torchdata import make_loader
@@ -23,7 +24,7 @@ from parkit.model import count_parameters, create_model
 from parkit.model.baselines import ZeroShotCLIP
 from parkit.model.config import preset_config
 from parkit.profiles import Profile, repo_root
-from parkit.train import evaluate, train
+from parkit.train import TrainConfig, evaluate, train
 from parkit.train.checkpoint import load_model
 
 HEADLINE = ("mA", "Acc", "Prec", "Rec", "F1")
@@ -82,10 +83,11 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
         preset: model preset (default: the profile's).
         overrides: config overrides for `create_model`.
         epochs: epochs (default: the profile's `epochs`).
-        seed: run seed.
+        seed: run seed: the model's initialisation, the data order and the augmentation.
         force: retrain even when a finished run exists.
         progress: show progress bars.
-        **train_kwargs: passed to `parkit.train.train`.
+        **train_kwargs: further `TrainConfig` settings (part of the run's key when they change
+            its results).
 
     Returns:
         An `Experiment` whose `row` holds name, preset, test mA/Acc/Prec/Rec/F1 (percent) of the
@@ -94,13 +96,19 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
     preset = preset or profile.preset
     overrides = dict(overrides or {})
     epochs = profile.epochs if epochs is None else epochs
-    # Key on the effective configuration, not the name: "vis_prompt=10" and the default run of a
-    # preset whose default is 10 are the same run and are trained once.
+
+    # What the run computes and reports is its TrainConfig's key (the same settings a resumed
+    # run must match); the model and the data are keyed on the effective configuration, not the
+    # name: "vis_prompt=10" and the default run of a preset whose default is 10 are the same
+    # run and are trained once.
+    train_config = TrainConfig(epochs=epochs, batch_size=profile.batch_size, seed=seed,
+                               max_minutes=profile.max_minutes, eval_limit=profile.eval_limit,
+                               device=profile.device, progress=progress, verbose=False,
+                               **train_kwargs)
     config = preset_config(preset).replace(**overrides).to_dict()
-    spec = {"preset": preset, "config": config, "backbone_weights": _backbone_fingerprint(config), "epochs": epochs, "seed": seed,
-            "dataset": dataset.name, "split_source": dataset.split_source, "n": len(dataset), "batch_size": profile.batch_size,
-            "max_minutes": profile.max_minutes, "eval_limit": profile.eval_limit,
-            "train_kwargs": train_kwargs}
+    spec = {"preset": preset, "config": config, "backbone_weights": _backbone_fingerprint(config),
+            "dataset": dataset.name, "split_source": dataset.split_source, "n": len(dataset),
+            "train": train_config.key()}
     out = runs_dir(profile) / f"{preset}-{_key(spec)}"
     done = out / "experiment.json"
     if done.exists() and not force:
@@ -109,16 +117,14 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    model = build_model(preset, dataset.attributes, dataset.sentences, overrides, device=profile.device)
+    model = build_model(preset, dataset.attributes, dataset.sentences, overrides, device=profile.device, seed=seed)
     counts = count_parameters(model)
     if counts["trainable"] == 0:
         # Nothing to train (zero-shot CLIP): calibrate its decision offsets on the training
         # split when the model can, then evaluate; there is no epoch and no checkpoint.
         test, epochs_done, best_epoch = _evaluate_frozen(model, dataset, profile), 0, None
     else:
-        result = _train(model, dataset, epochs=epochs, batch_size=profile.batch_size, out_dir=out,
-                        device=profile.device, seed=seed, max_minutes=profile.max_minutes,
-                        eval_limit=profile.eval_limit, progress=progress, verbose=False, **train_kwargs)
+        result = _train(model, dataset, train_config, out_dir=out)
         test = result.test_metrics.get("selected") or result.test_metrics.get("last") or {}
         epochs_done, best_epoch = result.epochs_done, result.best_epoch
     row = {"run": name, "preset": preset, **{k: test.get(k) for k in HEADLINE},
@@ -141,15 +147,13 @@ def _evaluate_frozen(model, dataset, profile: Profile) -> dict:
     return ev.summary()
 
 
-def _train(model, dataset, **kwargs):
-    """`parkit.train.train`, looked up when called (one seam that tests replace to see the model)."""
-    from parkit.train import train
-
-    return train(model, dataset, **kwargs)
+def _train(model, dataset, config, **kwargs):
+    """`parkit.train.train` (one seam that tests replace to see the model)."""
+    return train(model, dataset, config, **kwargs)
 
 
 def build_model(preset: str, attributes, sentences=None, overrides: Optional[dict] = None, *,
-                device=None, pretrained: bool = True):
+                device=None, pretrained: bool = True, seed: Optional[int] = None):
     """The model `run_experiment` trains for `preset` on these attributes.
 
     One builder for training and for counting: `parameter_counts` calls it with
@@ -162,15 +166,14 @@ def build_model(preset: str, attributes, sentences=None, overrides: Optional[dic
         overrides: config overrides.
         device: where the model lives ("meta" with pretrained=False: shapes only).
         pretrained: load the backbone's weights.
+        seed: seeds the model's own initialisation (None: the global random state).
 
     Returns:
         The model, as `parkit.create_model` returns it.
     """
-    from parkit.model import create_model
-
     return create_model(preset, attributes=list(attributes) if not isinstance(attributes, str) else attributes,
                         sentences=list(sentences) if sentences is not None else None,
-                        pretrained=pretrained, device=device, **dict(overrides or {}))
+                        pretrained=pretrained, device=device, seed=seed, **dict(overrides or {}))
 
 
 def parameter_counts(preset: str, dataset, overrides: Optional[dict] = None, rule: str = "exact") -> dict:
@@ -190,9 +193,6 @@ def parameter_counts(preset: str, dataset, overrides: Optional[dict] = None, rul
         `count_parameters`' dict: trainable, total, percent, by_group.
     """
     import gc
-
-    from parkit.attributes import get_schema
-    from parkit.model import count_parameters
 
     source = get_schema(dataset) if isinstance(dataset, str) else dataset
     model = build_model(preset, source.attributes, source.sentences, overrides, device="meta", pretrained=False)

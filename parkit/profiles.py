@@ -61,7 +61,7 @@ _PROFILES = {
     # 2 CPU cores: an epoch of the compact model over 900 training images takes about 20 s.
     "demo": Profile("demo", "SynthPAR", 1500, "promptpar-micro", epochs=6, ablation_epochs=3,
                     batch_size=32, max_minutes=3.0, eval_limit=None,
-                    prompt_lengths=(0, 10, 20, 40), prompt_depths=(1, 4)),
+                    prompt_lengths=(0, 10, 20, 40), prompt_depths=(1, 4), seeds=(0, 1, 2)),
     "paper": Profile("paper", "PETA", 0, "promptpar-vitl14", epochs=100, ablation_epochs=100,
                      batch_size=16, max_minutes=None, eval_limit=None,
                      prompt_lengths=(0, 25, 50, 75, 100), prompt_depths=(6, 12, 18, 24), device="cuda"),

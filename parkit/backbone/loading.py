@@ -29,6 +29,7 @@ from parkit.backbone.clipcore import (  # noqa: F401 (re-exported: part of this 
     CONTEXT_LENGTH, VOCAB_SIZE, BackboneFileError, BackboneUnavailable, PathLike, build_clip, cast_clip,
     clip_from_state_dict, clip_module, config_from_state_dict, sha256_file, tokenize)
 from parkit.backbone.micro import MICRO_CONFIG, is_micro_checkpoint, load_micro_clip, unpack_micro_checkpoint
+from parkit.devices import default_device
 
 # Constructor arguments of `clip.model.CLIP`, per backbone name (spec §3.1 for ViT-L/14).
 # Vision heads are not an argument: the class derives them as vision_width // 64.
@@ -129,9 +130,6 @@ def openai_file_info(name: str) -> tuple:
     return url.rsplit("/", 1)[-1], url.split("/")[-2]
 
 
-def default_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def read_clip_file(path: PathLike) -> dict:

@@ -10,6 +10,7 @@ random numbers): enough for `count_parameters`, even for ViT-L/14.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -19,6 +20,7 @@ from parkit.attributes import get_schema
 from parkit.backbone import clip_config, load_clip
 from parkit.backbone.loading import clip_module
 from parkit.model.baselines import build_baseline
+from parkit.devices import resolve_device
 from parkit.model.config import (OFFICIAL_FLAGS, PRESETS, PROMPTPAR, ConfigError, PromptPARConfig,
                                  backbone_dims, field_names, preset_config, resolve)
 from parkit.model.fusion import default_mm_weights_path, read_vit_weights
@@ -129,7 +131,7 @@ def _vit_state(cfg: PromptPARConfig, pretrained: bool):
 def create_model(preset: Union[str, PromptPARConfig] = "promptpar-micro", attributes=None,
                  sentences: Optional[Sequence[str]] = None, pretrained: bool = True,
                  device: Union[str, torch.device, None] = None, *, backbone_model: Optional[nn.Module] = None,
-                 **overrides) -> nn.Module:
+                 seed: Optional[int] = None, **overrides) -> nn.Module:
     """Build a parkit model from a preset.
 
     Args:
@@ -143,6 +145,9 @@ def create_model(preset: Union[str, PromptPARConfig] = "promptpar-micro", attrib
             "meta" with pretrained=False builds shapes only.
         backbone_model: an already built `clip.model.CLIP` to use instead of loading
             `config.backbone` (e.g. a custom small CLIP); it becomes part of the model.
+        seed: seeds the random initialisation (prompts, heads, a random MM-former), so the same
+            seed gives the same tensors whatever ran before in the process; the caller's RNG
+            state is left as it was. None draws from torch's global RNG.
         **overrides: config fields (see `PromptPARConfig`), plus `compat="official"`.
 
     Returns:
@@ -152,11 +157,13 @@ def create_model(preset: Union[str, PromptPARConfig] = "promptpar-micro", attrib
         ConfigError: unknown or ill-typed overrides, or settings that do not fit the backbone.
         KeyError: unknown preset.
     """
+    if seed is not None:
+        with _seeded(seed):
+            return create_model(preset, attributes, sentences, pretrained, device,
+                                backbone_model=backbone_model, **overrides)
     cfg = get_config(preset, **overrides)
     names, sents = resolve_attributes(attributes, sentences, cfg.dataset)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = resolve_device(device)
     meta = device.type == "meta"
     if backbone_model is not None:
         clip_model = backbone_model
@@ -177,6 +184,15 @@ def create_model(preset: Union[str, PromptPARConfig] = "promptpar-micro", attrib
     if not meta:
         model = model.to(device)
     return model.eval()
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Torch's RNGs seeded with `seed` inside, restored to the caller's state on exit."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(seed))
+        yield
 
 
 def _module_device(module: nn.Module) -> torch.device:

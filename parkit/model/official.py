@@ -37,6 +37,7 @@ from torch import nn
 
 from parkit.backbone import clip_config, list_backbones
 from parkit.backbone.loading import BackboneFileError, build_clip, config_from_state_dict
+from parkit.devices import resolve_device
 from parkit.model.config import OFFICIAL_FLAGS, VIT_B16_WIDTH, ConfigError, PromptPARConfig
 from parkit.model.factory import resolve_attributes
 from parkit.model.promptpar import PromptPAR
@@ -564,9 +565,7 @@ def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional
         "legacy_names": legacy, "stubbed_classes": sorted(set(stubbed)),
         "clip_dtype": str(next(iter(clip_sd.values())).dtype),
     }
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(torch.device(device)).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def _official_config(found: Mapping, clip_cfg: Mapping, name: str, overrides: Mapping,

@@ -20,8 +20,14 @@ optimizers     {"prompt": state_dict, "fusion": state_dict}
 schedulers     {"prompt": {"lr": ...}, ...} (the schedule is a pure function of the epoch)
 rng            per-rank RNG states (torch, CUDA, numpy, python)
 history        list of per-epoch records; best: {"epoch", "metric", "value", "split"}
-run            the run's settings (seed, batch size, epochs, recipe, splits, ...)
+epoch_acc      running sums of the epoch in progress (`EpochTotals`)
+run            the run's settings: `TrainConfig.settings()` plus the model's and dataset's
+               identity (what a resumed run must match)
+kind           "epoch" or "mid-epoch" (`last.pt`), "best" (`best.pt`)
 =============  ============================================================================
+
+`checkpoint_record` builds every record; `best.pt` leaves out what only resuming needs
+(optimizers, schedulers, rng, epoch_acc). `RunState.from_checkpoint` reads a run's position back.
 
 Files are written to a temporary name in the same folder and moved into place with
 `os.replace`, so a run killed while writing leaves the previous checkpoint intact. Everything
@@ -29,16 +35,19 @@ stored is tensors and plain Python values, so checkpoints load with `weights_onl
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
 
 from parkit.model import ConfigError, PromptPARConfig, create_model
+from parkit.devices import resolve_device
 
 FORMAT = "parkit/1"
 PathLike = Union[str, os.PathLike]
@@ -97,8 +106,6 @@ def config_dict(config) -> Dict[str, Any]:
         return {}
     if hasattr(config, "to_dict"):
         return dict(config.to_dict())
-    import dataclasses
-
     if dataclasses.is_dataclass(config):
         return dataclasses.asdict(config)
     return dict(config)
@@ -201,11 +208,77 @@ def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None
     return model.eval()
 
 
-def resolve_device(device=None) -> torch.device:
-    """`device`, or CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+# --------------------------------------------------------------------------------------------
+# A run's position, and the one builder of checkpoint records
+# --------------------------------------------------------------------------------------------
+@dataclass
+class EpochTotals:
+    """Running sums of the epoch in progress (over this process's samples); saved mid-epoch so a
+    resumed epoch reports the same mean loss and time as an uninterrupted one."""
+
+    loss: float = 0.0
+    main: float = 0.0
+    aux: float = 0.0
+    samples: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RunState:
+    """Where a training run stands: what `last.pt` saves and a resumed run starts from.
+
+    Attributes:
+        epoch: completed epochs.
+        step: batches done in epoch `epoch` (0 at an epoch boundary).
+        history: one row per completed epoch (losses, learning rates, selection metrics).
+        best: {"epoch", "metric", "value", "split", "metrics"} of the selected epoch, or None.
+        totals: running sums of the epoch in progress.
+        stopped_early: the time budget ended the run (not saved: a continued run clears it).
+    """
+
+    epoch: int = 0
+    step: int = 0
+    history: List[dict] = field(default_factory=list)
+    best: Optional[dict] = None
+    totals: EpochTotals = field(default_factory=EpochTotals)
+    stopped_early: bool = False
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> "RunState":
+        """The position a `last.pt` record holds."""
+        return cls(epoch=int(ckpt["epoch"]), step=int(ckpt["step"]), history=list(ckpt["history"]),
+                   best=ckpt["best"], totals=EpochTotals(**ckpt["epoch_acc"]))
+
+
+def checkpoint_record(kind: str, model, run: Mapping[str, Any], state: RunState, *,
+                      optimizers: Optional[Mapping[str, torch.optim.Optimizer]] = None,
+                      rngs: Optional[list] = None) -> Dict[str, Any]:
+    """The checkpoint dict of a run at `state` (the table at the top of this module).
+
+    Args:
+        kind: "epoch" or "mid-epoch" for `last.pt`, "best" for `best.pt`.
+        model: the trained model; its `trainable_state_dict()` is stored.
+        run: the run's settings record; its "model" entry (`model_identity`), "preset" and
+            "pretrained" are also stored at the top level, where `load_model` reads them.
+        state: the run's position.
+        optimizers: the optimisers to resume with; None leaves out everything only resuming
+            needs (optimizers, schedulers, rng, epoch_acc), as `best.pt` does.
+        rngs: per-rank RNG states (`rng_state()` of every rank), with `optimizers`.
+
+    Returns:
+        A dict of tensors and plain values (loadable with `weights_only=True`).
+    """
+    record = {"format": FORMAT, **run["model"], "preset": run["preset"],
+              "pretrained": run["pretrained"], "model": model.trainable_state_dict(),
+              "epoch": state.epoch, "step": state.step, "history": state.history,
+              "best": state.best, "run": dict(run), "kind": kind}
+    if optimizers is not None:
+        record.update(
+            optimizers={g: o.state_dict() for g, o in optimizers.items()},
+            schedulers={g: {"lr": o.param_groups[0]["lr"], "epoch": state.epoch + 1}
+                        for g, o in optimizers.items()},
+            rng=rngs, epoch_acc=dataclasses.asdict(state.totals))
+    return record
 
 
 # --------------------------------------------------------------------------------------------

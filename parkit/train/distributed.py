@@ -34,6 +34,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from parkit.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -76,7 +78,7 @@ def init_distributed(device: Optional[str] = None) -> DistContext:
         return DistContext()
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
-    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    use_cuda = resolve_device(device).type == "cuda"
     backend = "nccl" if use_cuda else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
@@ -89,6 +91,11 @@ def cleanup_distributed() -> None:
     """Destroy the process group if one exists (call once, at the end of a torchrun job)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def unwrap_ddp(model: nn.Module) -> nn.Module:
+    """The model inside a `DistributedDataParallel` wrapper (the model itself when unwrapped)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def barrier(ctx: DistContext) -> None:

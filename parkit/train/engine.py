@@ -24,6 +24,14 @@ resumable:
 * **Data parallel** (`parkit.train.distributed`): under `torchrun`, DistributedDataParallel with
   the same global batch as a single process, synchronised BatchNorm, rank-0 logging/checkpoints.
 
+How it reads: `train` turns its keywords into a `TrainConfig` (`parkit.train.config`: every
+setting, validated, and the record a resumed run must match); `_setup` builds what stays fixed
+(a `_Run`: model, optimisers, datasets, settings record); `_resume` returns the run's position (a
+`RunState`, fresh or from `last.pt`); each epoch is `_train_epoch` (steps, mid-epoch checkpoints,
+the time budget) then `_end_epoch` (selection metrics, `best.pt`, `last.pt`, logs); `_finish` tests
+the selected and the last model. Checkpoint records come from `checkpoint.checkpoint_record`,
+predictions from `parkit.train.evaluation`.
+
 Deliberate departures from the official loop (spec §14): every module is in eval mode during
 evaluation (the official code leaves `agg_bn` in train mode, §14.18; predictions are unaffected);
 bf16 autocast replaces the fp16 weight casts without loss scaling (§14.20); checkpoints hold the
@@ -32,7 +40,7 @@ a last training batch too small for BatchNorm is dropped (the official loop keep
 """
 from __future__ import annotations
 
-import contextlib
+import inspect
 import json
 import math
 import random
@@ -40,22 +48,27 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
+from parkit.progress import tqdm
 
-from parkit.metrics import HEADLINE, format_metrics, pedestrian_metrics
+from parkit.data import load_dataset
+from parkit.devices import resolve_device
+from parkit.metrics import HEADLINE, format_metrics
 from parkit.train import checkpoint as ckpt_io
+from parkit.train.checkpoint import EpochTotals, RunState
+from parkit.train.config import TrainConfig
 from parkit.train.distributed import (DistContext, EpochBatchSampler, all_gather_objects, barrier,
                                       broadcast_object, init_distributed, sync_batchnorm,
                                       unsync_batchnorm)
-from parkit.train.loss import par_loss, positive_ratio, weighted_bce
-from parkit.train.schedule import Recipe, build_optimizers, get_recipe, set_epoch_lr
-
-SELECT_ON = ("val", "test", "last")
-DEFAULT_SEED = 605  # spec §9: the official set_seed value
+from parkit.train.evaluation import (autocast, collate_skipping, evaluate_split, limit_indices,
+                                     model_dataset, split_rows)
+from parkit.train.loss import par_loss, positive_ratio
+from parkit.train.schedule import build_optimizers, get_recipe, set_epoch_lr
 
 
 class TrainingDiverged(RuntimeError):
@@ -144,71 +157,10 @@ class SeededSamples(torch.utils.data.Dataset):
                 np.random.set_state(np_state)
 
 
-def _collate(batch):
-    """Default collation after dropping samples a skipping dataset returned as None."""
-    batch = [b for b in batch if b is not None]
-    if not batch:
-        return None
-    return torch.utils.data.default_collate(batch)
-
-
-def _make_torch_dataset(dataset, indices, train: bool, model, on_corrupt: str, cache: bool = False):
-    from parkit.data import PARTorchDataset
-    from parkit.data.transforms import build_transform
-
-    transform = build_transform(train=train, image_size=model.image_size,
-                                normalization=model.normalization)
-    return PARTorchDataset(dataset, indices, transform, on_corrupt=on_corrupt, cache=cache)
-
-
-def _split(dataset, name: str, role: str) -> np.ndarray:
-    splits = getattr(dataset, "splits", {})
-    if name not in splits:
-        hint = ""
-        if role == "selection" and name == "val":
-            hint = (" Pass select_on='last' (train on trainval, report the last epoch) or "
-                    "select_on='test' (the official protocol, which selects on the test split).")
-        raise ValueError(f"{dataset.name} has no {name!r} split for {role}; it has "
-                         f"{sorted(splits)}.{hint}")
-    idx = np.asarray(splits[name], dtype=np.int64)
-    if idx.size == 0:
-        raise ValueError(f"{dataset.name}: the {name!r} split used for {role} is empty")
-    return idx
-
-
-def limit_indices(indices: np.ndarray, limit: Optional[int]) -> np.ndarray:
-    """At most `limit` evenly spaced entries of `indices` (all of them when limit is None)."""
-    if limit is None or limit >= len(indices):
-        return indices
-    pick = np.linspace(0, len(indices) - 1, int(limit)).round().astype(np.int64)
-    return indices[np.unique(pick)]
-
 
 # --------------------------------------------------------------------------------------------
-# Small helpers
+# Logs
 # --------------------------------------------------------------------------------------------
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return contextlib.nullcontext()
-    if precision not in ("auto", "bf16"):
-        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def _no_buffer_broadcast() -> dict:
-    """DDP keyword that stops the per-forward buffer broadcast (BN statistics are synchronised
-    by sync BN instead); newer torch renamed `broadcast_buffers` to `forward_sync_buffers`."""
-    import inspect
-
-    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
-    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {
-        "broadcast_buffers": False}
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def _to_jsonable(v):
     if isinstance(v, dict):
         return {str(k): _to_jsonable(x) for k, x in v.items()}
@@ -229,16 +181,9 @@ def _write_json(obj, path: Path) -> None:
     tmp.replace(path)
 
 
-def _history_frame(history: List[dict]):
-    import pandas as pd
-
-    return pd.DataFrame(history)
-
-
 def _write_history(history: List[dict], out_dir: Path) -> None:
-    frame = _history_frame(history)
     tmp = out_dir / ".history.csv.tmp"
-    frame.to_csv(tmp, index=False)
+    pd.DataFrame(history).to_csv(tmp, index=False)
     tmp.replace(out_dir / "history.csv")
     _write_json(history, out_dir / "history.json")
 
@@ -248,94 +193,148 @@ def _headline_percent(m: dict) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# Prediction over a torch dataset (shared by training-time evaluation and `evaluate`)
+# train: the run's fixed parts, then resume -> epochs -> finish
 # --------------------------------------------------------------------------------------------
-@torch.no_grad()
-def predict_logits(model: nn.Module, torch_dataset, *, batch_size: int, device: torch.device,
-                   ctx: DistContext = DistContext(), precision: str = "auto", num_workers: int = 0,
-                   progress: bool = False, desc: str = "eval"):
-    """Logits (and targets, ignore masks) of every sample of `torch_dataset`, in order.
+@dataclass
+class _Run:
+    """What stays fixed while a run trains (its position is the `RunState`)."""
 
-    Under data parallelism each rank predicts the positions rank, rank + W, ... and the results
-    are gathered on every rank.
+    config: TrainConfig  # resolved: recipe, epochs, batch sizes and splits filled in
+    dataset: Any
+    model: nn.Module
+    net: nn.Module  # `model`, or its DistributedDataParallel wrapper
+    ctx: DistContext
+    device: torch.device
+    settings: dict  # the checkpoints' "run" record: what a resumed run must match
+    optimizers: Dict[str, torch.optim.Optimizer]
+    pos_ratio: torch.Tensor  # (A,) spec §8, from the training split
+    ds_train: Any  # SeededSamples over the training split
+    ds_sel: Any  # the selection split (None with select_on="last")
+    say: Callable[[str], None]
+    started: float = 0.0  # time.monotonic() when the epochs began
+    last_checkpoint: float = 0.0  # ... and when last.pt was last written
+
+    @property
+    def last_path(self) -> Path:
+        return self.config.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.config.out_dir / "best.pt"
+
+    def eval_options(self) -> dict:
+        """Keywords of `evaluate_split` for this run."""
+        c = self.config
+        return dict(batch_size=c.eval_batch_size, device=self.device, ctx=self.ctx,
+                    precision=c.precision, num_workers=c.num_workers, progress=c.progress,
+                    threshold=c.recipe.threshold)
+
+
+def train(model_or_preset, dataset=None, config: Optional[TrainConfig] = None, *, root=None,
+          model_options: Optional[dict] = None, dataset_options: Optional[dict] = None,
+          **settings) -> TrainResult:
+    """Train a PromptPAR model (or any model honouring the parkit model contract).
+
+    Args:
+        model_or_preset: a model, or a preset name (built with the dataset's attributes and
+            sentences, initialised from the run's seed).
+        dataset: a `PARDataset`, or a registered dataset name loaded from `root`.
+        config: a `TrainConfig`; None starts from the defaults.
+        root: dataset root when `dataset` is a name.
+        model_options: config overrides passed to `create_model` (preset only).
+        dataset_options: options passed to `load_dataset` when `dataset` is a name.
+        **settings: `TrainConfig` fields, applied on top of `config` (out_dir, epochs, seed,
+            recipe, select_on, max_minutes, device, ...; see `TrainConfig` for all of them).
 
     Returns:
-        (logits (N, A) float32, targets (N, A) float32, ignore (N, A) bool, kept (N,) positions)
-        as numpy arrays; samples a skipping dataset dropped are absent from `kept`.
+        A `TrainResult`.
+
+    Raises:
+        TypeError / ValueError: an unknown setting or a wrong type or value (at once).
+        TrainingDiverged: NaN/inf loss or gradients (the last good checkpoint stays).
+        SettingsMismatch: `out_dir` holds a run with other settings and `resume` is True.
     """
-    from parkit.progress import tqdm
-
-    net = _unwrap(model)
-    was_training = net.training
-    net.eval()
-    positions = list(range(ctx.rank, len(torch_dataset), ctx.world_size))
-    subset = torch.utils.data.Subset(torch_dataset, positions)
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers, collate_fn=_collate,
-                                         pin_memory=device.type == "cuda",
-                                         # a private generator: creating the loader must not draw
-                                         # from the global RNG that the training loop relies on
-                                         generator=torch.Generator().manual_seed(0))
-    logits, targets, ignores, kept = [], [], [], []
-    bar = tqdm(loader, desc=desc, leave=False, disable=not (progress and ctx.is_main))
-    for batch in bar:
-        if batch is None:
-            continue
-        images, target, ignore, index = batch
-        with _autocast(device, precision):
-            out = net(images.to(device, non_blocking=True))
-        logits.append(out.logits.float().cpu())
-        targets.append(target.float())
-        ignores.append(ignore.bool())
-        kept.append(index)
-    net.train(was_training)
-    a = len(getattr(net, "attributes", [])) or (logits[0].shape[1] if logits else 0)
-    local = (torch.cat(logits).numpy() if logits else np.zeros((0, a), np.float32),
-             torch.cat(targets).numpy() if targets else np.zeros((0, a), np.float32),
-             torch.cat(ignores).numpy() if ignores else np.zeros((0, a), bool),
-             torch.cat(kept).numpy() if kept else np.zeros((0,), np.int64))
-    if not ctx.enabled:
-        return local
-    parts = all_gather_objects(local, ctx)
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
+    config = (config or TrainConfig()).replace(**settings)
+    run = _setup(model_or_preset, dataset, config, root, model_options, dataset_options)
+    state = _resume(run)
+    run.started = run.last_checkpoint = time.monotonic()  # the time budget counts training only
+    run.net.train()
+    while state.epoch < run.config.epochs and not state.stopped_early:
+        _train_epoch(run, state)
+        if not state.stopped_early:
+            _end_epoch(run, state)
+    result = _finish(run, state)
+    if run.ctx.enabled and config.sync_bn and run.device.type == "cpu":
+        unsync_batchnorm(run.model)
+    return result
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+def _setup(model_or_preset, dataset, config: TrainConfig, root, model_options,
+           dataset_options) -> _Run:
+    """Build everything the run holds fixed, and prepare `out_dir`."""
+    if config.out_dir is None:
+        raise ValueError("train needs out_dir: the folder for checkpoints and logs")
+    ctx = init_distributed(None if config.device is None else str(config.device))
+    device = resolve_device(config.device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    say = _logger(config, ctx)
+    dataset = _resolve_dataset(dataset, root, dataset_options)
+    ckpt_io.seed_everything(config.seed)  # the RNG the model's own randomness (DropPath) draws
+    model, preset = _resolve_model(model_or_preset, dataset, config, device, model_options)
+    config = config.resolved(get_recipe(model))  # by the model's backbone unless given
+    if config.test_at_end and "test" not in dataset.splits:
+        config = config.replace(test_at_end=False)
+    if config.select_on == "test":
+        say("NOTE: select_on='test' selects the model on the TEST split, as the official script "
+            "reports its numbers (spec §10); these numbers are optimistic, not a clean protocol.")
+    train_idx = split_rows(dataset, config.train_split, "training")
+    sel = config.selection_split
+    sel_idx = limit_indices(split_rows(dataset, sel, "selection"), config.eval_limit) if sel else None
+    optimizers = build_optimizers(model.param_groups(), config.recipe)
+    run = _Run(
+        config=config, dataset=dataset, model=model, net=_parallel(model, config, ctx, device),
+        ctx=ctx, device=device, optimizers=optimizers, say=say,
+        settings={"model": ckpt_io.model_identity(model), "preset": preset,
+                  "dataset": dataset.name, "train_size": int(len(train_idx)), **config.settings()},
+        pos_ratio=positive_ratio(dataset.labels[train_idx]),  # unknowns excluded
+        ds_train=SeededSamples(model_dataset(dataset, train_idx, model, train=True,
+                                             on_corrupt=config.on_corrupt,
+                                             cache=config.cache_images), config.seed),
+        ds_sel=model_dataset(dataset, sel_idx, model, on_corrupt=config.on_corrupt,
+                             cache=config.cache_images) if sel else None)
+    if ctx.is_main:
+        config.out_dir.mkdir(parents=True, exist_ok=True)
+        if not config.resume:  # starting over: no file of an earlier run may pass for this one's
+            for name in ("last.pt", "best.pt", "history.csv", "history.json", "summary.json"):
+                (config.out_dir / name).unlink(missing_ok=True)
+    barrier(ctx)
+    return run
 
 
-def _evaluate_split(model, torch_dataset, pos_ratio, *, batch_size, device, ctx, precision,
-                    num_workers, progress, threshold, desc):
-    logits, targets, ignore, _ = predict_logits(
-        model, torch_dataset, batch_size=batch_size, device=device, ctx=ctx, precision=precision,
-        num_workers=num_workers, progress=progress, desc=desc)
-    labels = np.where(ignore, 2, targets).astype(np.int64)  # back to raw form: 2 = unknown
-    metrics = pedestrian_metrics(labels, _sigmoid(logits), threshold=threshold, ignore="auto")
-    loss = weighted_bce(torch.from_numpy(logits), torch.from_numpy(targets), pos_ratio,
-                        torch.from_numpy(ignore)).item() if len(logits) else float("nan")
-    return metrics, loss
+def _logger(config: TrainConfig, ctx: DistContext) -> Callable[[str], None]:
+    if not (config.verbose and ctx.is_main):
+        return lambda msg: None
+    if config.progress:
+        return tqdm.write  # keeps the progress bars intact
+    return lambda msg: print(msg, flush=True)
 
 
-# --------------------------------------------------------------------------------------------
-# train
-# --------------------------------------------------------------------------------------------
 def _resolve_dataset(dataset, root, dataset_options):
     if isinstance(dataset, str):
-        from parkit.data import load_dataset
-
         return load_dataset(dataset, root, **(dataset_options or {}))
     if dataset is None:
         raise ValueError("train needs a dataset: a PARDataset or a registered name plus root")
     return dataset
 
 
-def _resolve_model(model_or_preset, dataset, pretrained, device, model_options):
+def _resolve_model(model_or_preset, dataset, config: TrainConfig, device, model_options):
     if isinstance(model_or_preset, str):
-        from parkit.model import create_model
+        from parkit.model import create_model  # noqa: PLC0415 (the model package imports train's schedule)
 
         model = create_model(model_or_preset, attributes=list(dataset.attributes),
-                             sentences=list(dataset.sentences), pretrained=pretrained,
-                             device=device, **(model_options or {}))
+                             sentences=list(dataset.sentences), pretrained=config.pretrained,
+                             device=device, seed=config.seed, **(model_options or {}))
         return model, model_or_preset
     model = model_or_preset
     if model_options:
@@ -349,352 +348,238 @@ def _resolve_model(model_or_preset, dataset, pretrained, device, model_options):
     return model.to(device), getattr(model, "preset", None)
 
 
-def _resolve_recipe(recipe, model) -> Recipe:
-    if recipe is None:
-        return get_recipe(model)  # by the model's backbone (compact for the micro CLIP)
-    if isinstance(recipe, str):
-        return get_recipe(recipe)
-    if isinstance(recipe, dict):
-        return Recipe.from_dict(recipe)
-    if isinstance(recipe, Recipe):
-        return recipe
-    raise TypeError(f"recipe must be None, a name, a dict or a Recipe, got {type(recipe).__name__}")
+def _parallel(model: nn.Module, config: TrainConfig, ctx: DistContext, device) -> nn.Module:
+    """`model`, wrapped for data parallelism when the run has several processes."""
+    if not ctx.enabled:
+        return model
+    net = sync_batchnorm(model, device) if config.sync_bn else model
+    # DDP's per-forward buffer broadcast is off: BN statistics are synchronised by sync BN.
+    # Newer torch renamed `broadcast_buffers` to `forward_sync_buffers`.
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    no_broadcast = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
+                    else {"broadcast_buffers": False})
+    return nn.parallel.DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None,
+        # Not static_graph: its delayed first all-reduce interleaves with the synchronised
+        # BN's backward collectives and corrupts the gradients (measured on the micro model).
+        **no_broadcast)
 
 
-def _check_resume_settings(saved: dict, current: dict, path: Path) -> None:
-    diffs = ckpt_io.describe_differences(saved, current)
+def _resume(run: _Run) -> RunState:
+    """The run's position: read from `last.pt` when resuming, else a fresh start."""
+    config, ctx = run.config, run.ctx
+    if not (config.resume and run.last_path.exists()):
+        if ctx.enabled:
+            ckpt_io.seed_everything(config.seed + 1000 * ctx.rank)  # per-rank DropPath streams
+        return RunState()
+    saved = ckpt_io.load_checkpoint(run.last_path, map_location="cpu")
+    diffs = ckpt_io.describe_differences(saved.get("run", {}), run.settings)
     if diffs:
         raise SettingsMismatch(
-            f"{path} belongs to a run with other settings:\n  " + "\n  ".join(diffs)
+            f"{run.last_path} belongs to a run with other settings:\n  " + "\n  ".join(diffs)
             + "\nResume with the same settings, choose another out_dir, or pass resume=False "
               "to start over in this folder")
+    run.model.load_trainable_state_dict(saved["model"])
+    for g, opt in run.optimizers.items():
+        opt.load_state_dict(saved["optimizers"][g])
+    rngs = saved["rng"]
+    if len(rngs) != ctx.world_size:
+        warnings.warn(f"{run.last_path} was written by {len(rngs)} process(es), this run has "
+                      f"{ctx.world_size}: the continued run will not be bit-identical")
+    ckpt_io.set_rng_state(rngs[ctx.rank % len(rngs)])
+    state = RunState.from_checkpoint(saved)
+    run.say(f"resuming {config.out_dir} at epoch {state.epoch + 1}, step {state.step}")
+    return state
 
 
-def train(model_or_preset, dataset=None, *, root=None, epochs: Optional[int] = None,
-          batch_size: Optional[int] = None, out_dir=None, device=None, seed: int = DEFAULT_SEED,
-          recipe=None, select_on: str = "val", max_minutes: Optional[float] = None,
-          progress: bool = True, resume: bool = True, num_workers: int = 0,
-          pretrained: bool = True, model_options: Optional[dict] = None,
-          dataset_options: Optional[dict] = None, train_split: Optional[str] = None,
-          checkpoint_every: Optional[int] = None, checkpoint_minutes: Optional[float] = 10.0,
-          eval_batch_size: Optional[int] = None, eval_limit: Optional[int] = None,
-          precision: str = "auto", on_corrupt: str = "raise", test_at_end: bool = True,
-          sync_bn: bool = True, cache_images: bool = False, verbose: bool = True) -> TrainResult:
-    """Train a PromptPAR model (or any model honouring the parkit model contract).
-
-    Args:
-        model_or_preset: a preset name (built with the dataset's attributes and sentences) or a
-            model.
-        dataset: a `PARDataset`, or a registered dataset name loaded from `root`.
-        root: dataset root when `dataset` is a name.
-        epochs, batch_size: default to the recipe's (batch_size is the global batch).
-        out_dir: folder for checkpoints and logs (required).
-        device: "cpu", "cuda", ... (default CUDA when available). Under torchrun each process
-            uses cuda:LOCAL_RANK when CUDA is used.
-        seed: seeds parameter init of the run, the data order and the augmentation.
-        recipe: a `Recipe`, its name ("paper", "compact") or dict; default: the preset's.
-        select_on: "val" (default), "test" (official, optimistic) or "last".
-        max_minutes: stop after this much training time (checked after every step); the run
-            can be continued later by calling `train` again with the same arguments.
-        progress: tqdm progress bars and per-epoch log lines.
-        resume: continue from `out_dir/last.pt` when it exists (otherwise start over there).
-        num_workers: DataLoader workers.
-        pretrained: load the pretrained backbone (False: seeded random weights; tests).
-        model_options: config overrides passed to `create_model`.
-        dataset_options: options passed to `load_dataset` when `dataset` is a name.
-        train_split: override the training split ("train" for select_on="val", else "trainval").
-        checkpoint_every: also write `last.pt` every this many steps inside an epoch.
-        checkpoint_minutes: ... and at least every this many minutes (None: only at epoch ends
-            and `checkpoint_every`).
-        eval_batch_size: evaluation batch size (default 2 × batch_size).
-        eval_limit: evaluate at most this many (evenly spaced) images per split.
-        precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32".
-        on_corrupt: "raise" or "skip" unreadable training/evaluation images.
-        test_at_end: evaluate the selected and the last model on the test split at the end.
-        sync_bn: synchronise BatchNorm statistics across processes under data parallelism.
-        cache_images: keep decoded, letterboxed training/selection images in memory (uint8,
-            about image_size² × 3 bytes each) so later epochs skip decoding; with
-            num_workers > 0 every worker holds its own copy.
-        verbose: print one line per epoch (rank 0).
-
-    Returns:
-        A `TrainResult`.
-
-    Raises:
-        TrainingDiverged: NaN/inf loss or gradients (the last good checkpoint stays).
-        SettingsMismatch: `out_dir` holds a run with other settings and `resume` is True.
-    """
-    from parkit.progress import tqdm
-
-    if select_on not in SELECT_ON:
-        raise ValueError(f"select_on must be one of {SELECT_ON}, got {select_on!r}")
-    if out_dir is None:
-        raise ValueError("train needs out_dir: the folder for checkpoints and logs")
-    if on_corrupt not in ("raise", "skip"):
-        raise ValueError(f"on_corrupt must be 'raise' or 'skip', got {on_corrupt!r}")
-    out_dir = Path(out_dir)
-    ctx = init_distributed(None if device is None else str(device))
-    device = ckpt_io.resolve_device(device)
-    if ctx.enabled and device.type == "cuda":
-        device = torch.device("cuda", ctx.local_rank)
-    say = (lambda msg: (tqdm.write(msg) if progress else print(msg, flush=True))) \
-        if (verbose and ctx.is_main) else (lambda msg: None)
-
-    dataset = _resolve_dataset(dataset, root, dataset_options)
-    # the model is built under the run's seed so its random initialisation is reproducible
-    ckpt_io.seed_everything(seed)
-    model, preset = _resolve_model(model_or_preset, dataset, pretrained, device, model_options)
-    recipe = _resolve_recipe(recipe, model)
-    epochs = int(epochs or recipe.epochs)
-    batch_size = int(batch_size or recipe.batch_size)
-    eval_batch_size = int(eval_batch_size or 2 * batch_size)
-    train_split = train_split or ("train" if select_on == "val" else "trainval")
-    sel_split = {"val": "val", "test": "test", "last": None}[select_on]
-    train_idx = _split(dataset, train_split, "training")
-    sel_idx = limit_indices(_split(dataset, sel_split, "selection"), eval_limit) if sel_split else None
-    if test_at_end and "test" not in dataset.splits:
-        test_at_end = False
-    if select_on == "test":
-        say("NOTE: select_on='test' selects the model on the TEST split, as the official script "
-            "reports its numbers (spec §10); these numbers are optimistic, not a clean protocol.")
-
-    labels_train = dataset.labels[train_idx]
-    pos_ratio = positive_ratio(labels_train)  # (A,) spec §8, unknowns excluded
-    ds_train = SeededSamples(
-        _make_torch_dataset(dataset, train_idx, True, model, on_corrupt, cache_images), seed)
-    ds_sel = (_make_torch_dataset(dataset, sel_idx, False, model, on_corrupt, cache_images)
-              if sel_split else None)
-
-    optimizers = build_optimizers(model.param_groups(), recipe)
-    clip_groups = {g: [p for pg in opt.param_groups for p in pg["params"]]
-                   for g, opt in optimizers.items()}
-    trained = [p for params in clip_groups.values() for p in params]
-    net: nn.Module = model
-    if ctx.enabled:
-        if sync_bn:
-            net = sync_batchnorm(model, device)
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None,
-            # Not static_graph: its delayed first all-reduce interleaves with the synchronised
-            # BN's backward collectives and corrupts the gradients (measured on the micro model).
-            **_no_buffer_broadcast())
-
-    settings = {
-        "model": ckpt_io.model_identity(model), "preset": preset, "pretrained": bool(pretrained),
-        "seed": int(seed), "epochs": epochs, "batch_size": batch_size, "recipe": recipe.to_dict(),
-        "select_on": select_on, "train_split": train_split, "dataset": dataset.name,
-        "train_size": int(len(train_idx)), "eval_limit": eval_limit, "precision": precision,
-    }
-    state = {"epoch": 0, "step": 0, "history": [], "best": None,
-             "epoch_acc": {"loss": 0.0, "main": 0.0, "aux": 0.0, "samples": 0, "seconds": 0.0}}
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:  # starting over: no file of an earlier run may be mistaken for this one's
-            for name in ("last.pt", "best.pt", "history.csv", "history.json", "summary.json"):
-                (out_dir / name).unlink(missing_ok=True)
-    barrier(ctx)
-
-    # ---- resume --------------------------------------------------------------------------
-    if resume and last_path.exists():
-        saved = ckpt_io.load_checkpoint(last_path, map_location="cpu")
-        _check_resume_settings(saved.get("run", {}), settings, last_path)
-        model.load_trainable_state_dict(saved["model"])
-        for g, opt in optimizers.items():
-            opt.load_state_dict(saved["optimizers"][g])
-        state.update(epoch=saved["epoch"], step=saved["step"], history=list(saved["history"]),
-                     best=saved["best"], epoch_acc=dict(saved["epoch_acc"]))
-        rngs = saved["rng"]
-        if len(rngs) != ctx.world_size:
-            warnings.warn(f"{last_path} was written by {len(rngs)} process(es), this run has "
-                          f"{ctx.world_size}: the continued run will not be bit-identical")
-        ckpt_io.set_rng_state(rngs[ctx.rank % len(rngs)])
-        say(f"resuming {out_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
-    elif ctx.enabled:
-        ckpt_io.seed_everything(seed + 1000 * ctx.rank)  # per-rank DropPath streams
-
-    def snapshot(kind: str) -> None:
-        """Write last.pt (every rank takes part: RNG states are gathered from all ranks)."""
-        rngs = all_gather_objects(ckpt_io.rng_state(), ctx)
-        if not ctx.is_main:
-            return
-        ckpt_io.save_atomic({
-            "format": ckpt_io.FORMAT, **settings["model"], "preset": settings["preset"],
-            "pretrained": settings["pretrained"],
-            "model": model.trainable_state_dict(), "epoch": state["epoch"], "step": state["step"],
-            "optimizers": {g: o.state_dict() for g, o in optimizers.items()},
-            "schedulers": {g: {"lr": o.param_groups[0]["lr"], "epoch": state["epoch"] + 1}
-                           for g, o in optimizers.items()},
-            "rng": rngs, "history": state["history"], "best": state["best"],
-            "epoch_acc": state["epoch_acc"], "run": settings, "kind": kind,
-        }, last_path)
-
-    # ---- epochs --------------------------------------------------------------------------
-    start_time = time.monotonic()
-    last_ckpt_time = start_time
-    stopped_early = False
-    n_train = len(ds_train)
-    eval_kw = dict(batch_size=eval_batch_size, device=device, ctx=ctx, precision=precision,
-                   num_workers=num_workers, progress=progress, threshold=recipe.threshold)
-    net.train()
-    while state["epoch"] < epochs and not stopped_early:
-        e = state["epoch"]
-        lrs = set_epoch_lr(optimizers, recipe, e, epochs)
-        sampler = EpochBatchSampler(n_train, batch_size, seed, e, ctx.rank, ctx.world_size,
-                                    start_batch=state["step"])
-        if sampler.num_batches == 0:
-            raise ValueError(f"{dataset.name}: the {train_split!r} split has {n_train} samples, "
-                             f"too few for one batch (need at least 2 and one per process)")
-        loader = torch.utils.data.DataLoader(
-            ds_train, batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate,
-            pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
-        acc = state["epoch_acc"]
-        bar = tqdm(loader, total=len(sampler), initial=0, leave=False,
-                   desc=f"epoch {e + 1}/{epochs}", disable=not (progress and ctx.is_main))
-        epoch_start = time.monotonic()
-        global_sizes = [len(b) for b in sampler.global_batches()]
-        for batch in bar:
-            step = state["step"]
-            global_bs = global_sizes[step] if ctx.enabled else None
-            if batch is None:  # every image of this batch was unreadable and skipped
-                state["step"] += 1
-                continue
-            images, target, ignore, _ = batch
-            images, target = images.to(device, non_blocking=True), target.to(device)
-            ignore = ignore.to(device)
-            b_local = images.shape[0]
-            b_global = global_bs if global_bs is not None else b_local
-            with _autocast(device, precision):
-                out = net(images)
-            parts = _optimizer_step(out, target, ignore, pos_ratio, recipe, optimizers, clip_groups,
-                                    trained, ctx.world_size / b_global, ctx)
-            if parts is None:
-                good = (f"the last good checkpoint is {last_path} ({_ckpt_pos(last_path)})"
-                        if last_path.exists() else "no checkpoint was written yet")
-                raise TrainingDiverged(
-                    f"training diverged at epoch {e + 1}, step {step + 1}: the loss or a gradient "
-                    f"is NaN/inf; {good}. Lower the learning rates (recipe), use "
-                    f"precision='fp32', or check the inputs of that batch")
-            state["step"] += 1
-            acc["loss"] += parts["loss"].item()
-            acc["main"] += parts["main"].item()
-            acc["aux"] += parts["aux"].item() if parts["aux"] is not None else 0.0
-            acc["samples"] += b_local
-            if progress and ctx.is_main:
-                bar.set_postfix(loss=f"{parts['loss'].item() / b_local:.3f}",
-                                lr=f"{lrs.get('fusion', lrs.get('prompt')):.2e}")
-            now = time.monotonic()
-            time_up = max_minutes is not None and (now - start_time) > 60.0 * max_minutes
-            due = bool((checkpoint_every and state["step"] % checkpoint_every == 0)
-                       or (checkpoint_minutes is not None
-                           and now - last_ckpt_time > 60 * checkpoint_minutes))
-            if max_minutes is not None or checkpoint_minutes is not None:
-                time_up, due = broadcast_object((time_up, due), ctx)  # clocks differ per rank
-            last_in_epoch = state["step"] >= sampler.num_batches
-            if (due or time_up) and not last_in_epoch:
-                acc["seconds"] += time.monotonic() - epoch_start
-                epoch_start = time.monotonic()
-                snapshot("mid-epoch")
-                last_ckpt_time = time.monotonic()
-            if time_up and not last_in_epoch:
-                stopped_early = True
-                say(f"time budget of {max_minutes} min used up at epoch {e + 1}, step "
-                    f"{state['step']}; {last_path} holds the state to continue from")
-                break
-        bar.close()
-        if stopped_early:
+# --------------------------------------------------------------------------------------------
+# One epoch
+# --------------------------------------------------------------------------------------------
+def _train_epoch(run: _Run, state: RunState) -> None:
+    """Train the batches of epoch `state.epoch` not done yet; when the time budget runs out
+    inside the epoch, save `last.pt` and set `state.stopped_early`."""
+    config, ctx = run.config, run.ctx
+    lrs = set_epoch_lr(run.optimizers, config.recipe, state.epoch, config.epochs)
+    sampler = EpochBatchSampler(len(run.ds_train), config.batch_size, config.seed, state.epoch,
+                                ctx.rank, ctx.world_size, start_batch=state.step)
+    if sampler.num_batches == 0:
+        raise ValueError(f"{run.dataset.name}: the {config.train_split!r} split has "
+                         f"{len(run.ds_train)} samples, too few for one batch (need at least 2 "
+                         f"and one per process)")
+    loader = torch.utils.data.DataLoader(
+        run.ds_train, batch_sampler=sampler, num_workers=config.num_workers,
+        collate_fn=collate_skipping, pin_memory=run.device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.seed))
+    global_sizes = [len(b) for b in sampler.global_batches()]
+    bar = tqdm(loader, total=len(sampler), initial=0, leave=False,
+               desc=f"epoch {state.epoch + 1}/{config.epochs}",
+               disable=not (config.progress and ctx.is_main))
+    clock = time.monotonic()  # start of the training time not yet in state.totals.seconds
+    for batch in bar:
+        if batch is None:  # every image of this batch was unreadable and skipped
+            state.step += 1
+            continue
+        loss = _train_step(run, state, batch, global_sizes[state.step] if ctx.enabled else None)
+        if config.progress and ctx.is_main:
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lrs.get('fusion', lrs.get('prompt')):.2e}")
+        clock = _checkpoint_if_due(run, state, clock, state.step >= sampler.num_batches)
+        if state.stopped_early:
             break
-
-        # ---- end of epoch: losses, selection metrics, checkpoints, logs ------------------
-        acc["seconds"] += time.monotonic() - epoch_start
-        totals = all_gather_objects((acc["loss"], acc["main"], acc["aux"], acc["samples"]), ctx)
-        n_seen = max(sum(t[3] for t in totals), 1)
-        row = {"epoch": e + 1, "lr_prompt": lrs.get("prompt"), "lr_fusion": lrs.get("fusion"),
-               "train_loss": sum(t[0] for t in totals) / n_seen,
-               "train_loss_main": sum(t[1] for t in totals) / n_seen,
-               "train_loss_aux": sum(t[2] for t in totals) / n_seen}
-        if ds_sel is not None:
-            metrics, sel_loss = _evaluate_split(net, ds_sel, pos_ratio, desc=f"{sel_split}", **eval_kw)
-            row[f"{sel_split}_loss"] = sel_loss
-            row.update({f"{sel_split}_{k}": v for k, v in _headline_percent(metrics).items()})
-            value = 100.0 * metrics["mA"]
-            if state["best"] is None or value > state["best"]["value"]:
-                state["best"] = {"epoch": e + 1, "metric": "mA", "value": value, "split": sel_split,
-                                 "metrics": _headline_percent(metrics)}
-                improved = True
-            else:
-                improved = False
-        else:
-            improved = False
-        row["seconds"] = acc["seconds"]
-        state["history"].append(row)
-        state["epoch"], state["step"] = e + 1, 0
-        state["epoch_acc"] = {"loss": 0.0, "main": 0.0, "aux": 0.0, "samples": 0, "seconds": 0.0}
-        if improved:
-            # best.pt first: a kill between the two writes resumes from the older last.pt and
-            # rewrites the same best.pt
-            snapshot_best(model, settings, state, best_path, ctx)
-        snapshot("epoch")
-        last_ckpt_time = time.monotonic()
-        if ctx.is_main:
-            _write_history(state["history"], out_dir)
-        label = {"val": "val", "test": "TEST (official selection)", "last": ""}[select_on]
-        msg = (f"epoch {e + 1}/{epochs}  loss {row['train_loss']:.4f}  "
-               f"lr {row['lr_prompt'] or 0:.2e}/{row['lr_fusion'] or 0:.2e}  {row['seconds']:.0f}s")
-        if ds_sel is not None:
-            msg += f"  | {label}: " + format_metrics(metrics) + (" *" if improved else "")
-        say(msg)
-        if max_minutes is not None and state["epoch"] < epochs:
-            over = (time.monotonic() - start_time) > 60.0 * max_minutes
-            if broadcast_object(over, ctx):
-                stopped_early = True
-                say(f"time budget of {max_minutes} min used up after epoch {e + 1}")
-
-    # ---- end of run: test evaluation of the selected and the last model -----------------
-    result = _finish(model, net, dataset, state, settings, pos_ratio, out_dir, best_path, ctx,
-                     select_on, test_at_end, eval_limit, on_corrupt, eval_kw, stopped_early, say)
-    if ctx.enabled and sync_bn and device.type == "cpu":
-        unsync_batchnorm(model)
-    return result
+    bar.close()
+    state.totals.seconds += time.monotonic() - clock
 
 
-def _optimizer_step(out, target, ignore, pos_ratio, recipe: Recipe, optimizers, clip_groups,
-                    trained, scale: float, ctx: DistContext) -> Optional[dict]:
+def _train_step(run: _Run, state: RunState, batch, global_batch: Optional[int]) -> float:
+    """One optimisation step; returns the batch's mean loss."""
+    images, target, ignore, _ = batch
+    images = images.to(run.device, non_blocking=True)
+    target, ignore = target.to(run.device), ignore.to(run.device)
+    b_local = images.shape[0]
+    with autocast(run.device, run.config.precision):
+        out = run.net(images)
+    # world size / global batch: the per-rank loss is the sum over local samples times this, so
+    # DDP's mean of the rank gradients is the gradient of the global batch mean (as the official
+    # loss averages over the batch)
+    scale = run.ctx.world_size / (global_batch or b_local)
+    parts = _optimizer_step(run, out, target, ignore, scale)
+    if parts is None:
+        good = (f"the last good checkpoint is {run.last_path} ({_ckpt_pos(run.last_path)})"
+                if run.last_path.exists() else "no checkpoint was written yet")
+        raise TrainingDiverged(
+            f"training diverged at epoch {state.epoch + 1}, step {state.step + 1}: the loss or a "
+            f"gradient is NaN/inf; {good}. Lower the learning rates (recipe), use "
+            f"precision='fp32', or check the inputs of that batch")
+    state.step += 1
+    t = state.totals
+    t.loss += parts["loss"].item()
+    t.main += parts["main"].item()
+    t.aux += parts["aux"].item() if parts["aux"] is not None else 0.0
+    t.samples += b_local
+    return parts["loss"].item() / b_local
+
+
+def _optimizer_step(run: _Run, out, target, ignore, scale: float) -> Optional[dict]:
     """Loss, backward, per-group clipping and optimiser steps for one batch (spec §8-§9).
-
-    Args:
-        out: the model output for the local batch.
-        scale: world size / global batch size: the per-rank loss is the sum over local samples
-            times `scale`, so DDP's mean of the rank gradients is the gradient of the global
-            batch mean (the official loss averages over the batch).
 
     Returns:
         The loss parts (summed over local samples), or None when the loss or a gradient is not
         finite; then no optimiser stepped, and every rank returns None together.
     """
-    parts = par_loss(out, target, pos_ratio, ignore, aux_weight=recipe.aux_weight, reduction="sum")
+    recipe = run.config.recipe
+    parts = par_loss(out, target, run.pos_ratio, ignore, aux_weight=recipe.aux_weight,
+                     reduction="sum")
+    groups = {g: [p for pg in opt.param_groups for p in pg["params"]]
+              for g, opt in run.optimizers.items()}
     # "+ 0 × Σ params" gives every trained tensor a gradient (0 for one the forward pass did not
     # use, e.g. cached inert text prompts, spec §6), as in the official code where such tensors
     # get zero gradients and weight decay; it also spares DDP the find_unused_parameters pass
-    loss = parts["loss"] * scale + 0.0 * sum(p.sum() for p in trained)
+    loss = parts["loss"] * scale + 0.0 * sum(p.sum() for ps in groups.values() for p in ps)
     bad = not bool(torch.isfinite(parts["loss"]))
-    if ctx.enabled:  # agree before backward: a rank skipping it would hang DDP's all-reduce
+    if run.ctx.enabled:  # agree before backward: a rank skipping it would hang DDP's all-reduce
         flag = torch.tensor([float(bad)], device=parts["loss"].device)
         torch.distributed.all_reduce(flag)
         bad = flag.item() > 0
     if bad:
         return None
-    for opt in optimizers.values():
+    for opt in run.optimizers.values():
         opt.zero_grad(set_to_none=True)
     loss.backward()
-    for params in clip_groups.values():  # spec §9: each side clipped separately
-        max_norm = recipe.grad_clip if recipe.grad_clip is not None else float("inf")
+    max_norm = recipe.grad_clip if recipe.grad_clip is not None else float("inf")
+    for params in groups.values():  # spec §9: each side clipped separately
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         if not bool(torch.isfinite(norm)):  # gradients are all-reduced: every rank agrees
             return None
-    for opt in optimizers.values():
+    for opt in run.optimizers.values():
         opt.step()
     return parts
+
+
+def _checkpoint_if_due(run: _Run, state: RunState, clock: float, last_in_epoch: bool) -> float:
+    """Write `last.pt` inside the epoch when `checkpoint_every` / `checkpoint_minutes` ask for
+    it or the time budget is used up (which also stops the run). Returns the new clock."""
+    config = run.config
+    now = time.monotonic()
+    time_up = config.max_minutes is not None and now - run.started > 60.0 * config.max_minutes
+    due = bool((config.checkpoint_every and state.step % config.checkpoint_every == 0)
+               or (config.checkpoint_minutes is not None
+                   and now - run.last_checkpoint > 60 * config.checkpoint_minutes))
+    if config.max_minutes is not None or config.checkpoint_minutes is not None:
+        time_up, due = broadcast_object((time_up, due), run.ctx)  # clocks differ per rank
+    if last_in_epoch or not (due or time_up):
+        return clock  # the epoch's end writes last.pt anyway
+    state.totals.seconds += time.monotonic() - clock
+    clock = time.monotonic()
+    _save_last(run, state, "mid-epoch")
+    if time_up:
+        state.stopped_early = True
+        run.say(f"time budget of {config.max_minutes} min used up at epoch {state.epoch + 1}, "
+                f"step {state.step}; {run.last_path} holds the state to continue from")
+    return clock
+
+
+def _end_epoch(run: _Run, state: RunState) -> None:
+    """Epoch losses, selection metrics, checkpoints and logs; then the next epoch's position."""
+    config, ctx = run.config, run.ctx
+    totals = all_gather_objects((state.totals.loss, state.totals.main, state.totals.aux,
+                                 state.totals.samples), ctx)
+    n_seen = max(sum(t[3] for t in totals), 1)
+    lrs = {g: opt.param_groups[0]["lr"] for g, opt in run.optimizers.items()}
+    row = {"epoch": state.epoch + 1, "lr_prompt": lrs.get("prompt"), "lr_fusion": lrs.get("fusion"),
+           "train_loss": sum(t[0] for t in totals) / n_seen,
+           "train_loss_main": sum(t[1] for t in totals) / n_seen,
+           "train_loss_aux": sum(t[2] for t in totals) / n_seen}
+    metrics, improved = None, False
+    if run.ds_sel is not None:
+        sel = config.selection_split
+        metrics, sel_loss = evaluate_split(run.net, run.ds_sel, run.pos_ratio, desc=sel,
+                                           **run.eval_options())
+        row[f"{sel}_loss"] = sel_loss
+        row.update({f"{sel}_{k}": v for k, v in _headline_percent(metrics).items()})
+        value = 100.0 * metrics["mA"]
+        improved = state.best is None or value > state.best["value"]
+        if improved:
+            state.best = {"epoch": state.epoch + 1, "metric": "mA", "value": value, "split": sel,
+                          "metrics": _headline_percent(metrics)}
+    row["seconds"] = state.totals.seconds
+    state.history.append(row)
+    state.epoch, state.step, state.totals = state.epoch + 1, 0, EpochTotals()
+    if improved:
+        # best.pt first: a kill between the two writes resumes from the older last.pt and
+        # rewrites the same best.pt
+        _save_best(run, state)
+    _save_last(run, state, "epoch")
+    if ctx.is_main:
+        _write_history(state.history, config.out_dir)
+    label = {"val": "val", "test": "TEST (official selection)", "last": ""}[config.select_on]
+    msg = (f"epoch {state.epoch}/{config.epochs}  loss {row['train_loss']:.4f}  "
+           f"lr {row['lr_prompt'] or 0:.2e}/{row['lr_fusion'] or 0:.2e}  {row['seconds']:.0f}s")
+    if metrics is not None:
+        msg += f"  | {label}: " + format_metrics(metrics) + (" *" if improved else "")
+    run.say(msg)
+    if config.max_minutes is not None and state.epoch < config.epochs:
+        over = (time.monotonic() - run.started) > 60.0 * config.max_minutes
+        if broadcast_object(over, ctx):
+            state.stopped_early = True
+            run.say(f"time budget of {config.max_minutes} min used up after epoch {state.epoch}")
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints (records built by `checkpoint.checkpoint_record`)
+# --------------------------------------------------------------------------------------------
+def _save_last(run: _Run, state: RunState, kind: str) -> None:
+    """Write last.pt (every rank takes part: RNG states are gathered from all ranks)."""
+    rngs = all_gather_objects(ckpt_io.rng_state(), run.ctx)
+    if run.ctx.is_main:
+        ckpt_io.save_atomic(ckpt_io.checkpoint_record(kind, run.model, run.settings, state,
+                                                      optimizers=run.optimizers, rngs=rngs),
+                            run.last_path)
+    run.last_checkpoint = time.monotonic()
+
+
+def _save_best(run: _Run, state: RunState) -> None:
+    if run.ctx.is_main:
+        ckpt_io.save_atomic(ckpt_io.checkpoint_record("best", run.model, run.settings, state),
+                            run.best_path)
 
 
 def _ckpt_pos(path: Path) -> str:
@@ -705,72 +590,74 @@ def _ckpt_pos(path: Path) -> str:
         return "?"
 
 
-def snapshot_best(model, settings, state, best_path, ctx) -> None:
-    if not ctx.is_main:
-        return
-    ckpt_io.save_atomic({
-        "format": ckpt_io.FORMAT, **settings["model"], "preset": settings["preset"],
-            "pretrained": settings["pretrained"],
-        "model": model.trainable_state_dict(), "epoch": state["epoch"], "step": 0,
-        "history": state["history"], "best": state["best"], "run": settings, "kind": "best",
-    }, best_path)
-
-
-def _finish(model, net, dataset, state, settings, pos_ratio, out_dir, best_path, ctx, select_on,
-            test_at_end, eval_limit, on_corrupt, eval_kw, stopped_early, say) -> TrainResult:
-    test_metrics: Dict[str, dict] = {}
-    history = state["history"]
-    last_metrics = {}
-    sel = {"val": "val", "test": "test", "last": None}[select_on]
-    if history and sel:
-        last_metrics = {k: history[-1].get(f"{sel}_{k}") for k in HEADLINE}
-    best = state["best"]
-    selected_is_best = best is not None and best_path.exists() and (
-        best["epoch"] != len(history) or state["step"] != 0 or stopped_early)
-    # with select_on="test" the last epoch's and the best epoch's test numbers are in the history
-    reuse = select_on == "test" and history and state["step"] == 0 and not stopped_early
-    if test_at_end and reuse:
-        test_metrics = {"last": {k: history[-1][f"test_{k}"] for k in HEADLINE},
-                        "selected": dict(best["metrics"])}
-    elif test_at_end:
-        test_idx = limit_indices(_split(dataset, "test", "testing"), eval_limit)
-        ds_test = _make_torch_dataset(dataset, test_idx, False, model, on_corrupt)
-        m, _ = _evaluate_split(net, ds_test, pos_ratio, desc="test (last)", **eval_kw)
-        test_metrics["last"] = _headline_percent(m)
-    if selected_is_best:
-        barrier(ctx)
-        model.load_trainable_state_dict(ckpt_io.load_checkpoint(best_path)["model"])
-        if test_at_end and not reuse:
-            m, _ = _evaluate_split(net, ds_test, pos_ratio, desc="test (selected)", **eval_kw)
-            test_metrics["selected"] = _headline_percent(m)
-    elif test_at_end and not reuse:
-        test_metrics["selected"] = dict(test_metrics["last"])
+# --------------------------------------------------------------------------------------------
+# End of run: test evaluation of the selected and the last model
+# --------------------------------------------------------------------------------------------
+def _finish(run: _Run, state: RunState) -> TrainResult:
+    """Test metrics, the result and `summary.json`; the model ends with the selected tensors."""
+    config, history, best = run.config, state.history, state.best
+    test_metrics, selected_is_best = _test_metrics(run, state)
+    sel = config.selection_split
+    last_metrics = {k: history[-1].get(f"{sel}_{k}") for k in HEADLINE} if history and sel else {}
     official_max = None
-    if select_on == "test" and history:
+    if config.select_on == "test" and history:
         official_max = {k: max(r[f"test_{k}"] for r in history) for k in ("mA", "Acc", "F1")}
-    if test_at_end:
-        tag = {"val": f"selected on val (epoch {best['epoch'] if best else '-'})",
-               "test": f"selected on TEST (epoch {best['epoch'] if best else '-'}; official, optimistic)",
-               "last": "last epoch"}[select_on]
-        say(f"test, {tag}: " + " | ".join(f"{k} {v:6.2f}" for k, v in test_metrics["selected"].items()))
+    if config.test_at_end:
+        chosen = f"epoch {best['epoch'] if best else '-'}"
+        tag = {"val": f"selected on val ({chosen})", "last": "last epoch",
+               "test": f"selected on TEST ({chosen}; official, optimistic)"}[config.select_on]
+        show = lambda m: " | ".join(f"{k} {v:6.2f}" for k, v in m.items())  # noqa: E731
+        run.say(f"test, {tag}: " + show(test_metrics["selected"]))
         if selected_is_best:
-            say("test, last epoch: " + " | ".join(f"{k} {v:6.2f}" for k, v in test_metrics["last"].items()))
-    paths = {"out_dir": str(out_dir), "last": str(out_dir / "last.pt"),
-             "best": str(best_path) if best_path.exists() else None,
-             "history_csv": str(out_dir / "history.csv"), "history_json": str(out_dir / "history.json"),
-             "summary": str(out_dir / "summary.json")}
+            run.say("test, last epoch: " + show(test_metrics["last"]))
+    out = config.out_dir
+    paths = {"out_dir": str(out), "last": str(run.last_path),
+             "best": str(run.best_path) if run.best_path.exists() else None,
+             "history_csv": str(out / "history.csv"), "history_json": str(out / "history.json"),
+             "summary": str(out / "summary.json")}
     result = TrainResult(
-        history=_history_frame(history), select_on=select_on,
+        history=pd.DataFrame(history), select_on=config.select_on,
         best_epoch=best["epoch"] if best else None,
         best_metrics=dict(best["metrics"]) if best else {}, last_metrics=last_metrics,
         test_metrics=test_metrics, official_running_max=official_max, paths=paths,
-        model=model.eval(), stopped_early=stopped_early, epochs_done=len(history))
-    if ctx.is_main:
+        model=run.model.eval(), stopped_early=state.stopped_early, epochs_done=len(history))
+    if run.ctx.is_main:
+        note = ("selected on the TEST split (official protocol, optimistic)"
+                if config.select_on == "test" else f"selected on {config.select_on}")
         _write_json({**result.summary(), "best_metrics": result.best_metrics,
                      "last_metrics": last_metrics, "test_metrics": test_metrics,
-                     "official_running_max": official_max,
-                     "selection_note": "selected on the TEST split (official protocol, optimistic)"
-                     if select_on == "test" else f"selected on {select_on}",
-                     "run": settings}, out_dir / "summary.json")
-    barrier(ctx)
+                     "official_running_max": official_max, "selection_note": note,
+                     "run": run.settings}, out / "summary.json")
+    barrier(run.ctx)
     return result
+
+
+def _test_metrics(run: _Run, state: RunState) -> Tuple[Dict[str, dict], bool]:
+    """Headline test metrics {"selected", "last"} (empty without `test_at_end`), and whether the
+    selected model is an earlier one than the last (its tensors are then loaded into the model)."""
+    config, history, best = run.config, state.history, state.best
+    selected_is_best = best is not None and run.best_path.exists() and (
+        best["epoch"] != len(history) or state.step != 0 or state.stopped_early)
+    # with select_on="test" the last epoch's and the best epoch's test numbers are in the history
+    reuse = (config.select_on == "test" and bool(history) and state.step == 0
+             and not state.stopped_early)
+    test: Dict[str, dict] = {}
+    if config.test_at_end and reuse:
+        test = {"last": {k: history[-1][f"test_{k}"] for k in HEADLINE},
+                "selected": dict(best["metrics"])}
+    elif config.test_at_end:
+        rows = limit_indices(split_rows(run.dataset, "test", "testing"), config.eval_limit)
+        ds_test = model_dataset(run.dataset, rows, run.model, on_corrupt=config.on_corrupt)
+        m, _ = evaluate_split(run.net, ds_test, run.pos_ratio, desc="test (last)",
+                              **run.eval_options())
+        test["last"] = _headline_percent(m)
+    if selected_is_best:
+        barrier(run.ctx)
+        run.model.load_trainable_state_dict(ckpt_io.load_checkpoint(run.best_path)["model"])
+        if config.test_at_end and not reuse:
+            m, _ = evaluate_split(run.net, ds_test, run.pos_ratio, desc="test (selected)",
+                                  **run.eval_options())
+            test["selected"] = _headline_percent(m)
+    elif config.test_at_end and not reuse:
+        test["selected"] = dict(test["last"])
+    return test, selected_is_best

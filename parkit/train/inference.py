@@ -11,18 +11,25 @@ Unreadable files are reported and skipped, never fatal.
 """
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
+import pandas as pd
 import torch
+from PIL import Image
 
+from parkit.data import load_dataset
+from parkit.data.transforms import build_transform
+from parkit.devices import resolve_device
 from parkit.metrics import HEADLINE, pedestrian_metrics, per_attribute_table
+from parkit.progress import tqdm
 from parkit.train import checkpoint as ckpt_io
-from parkit.train.engine import (_make_torch_dataset, _sigmoid, _split, limit_indices,
-                                 predict_logits)
+from parkit.train.evaluation import (autocast, forward_batches, limit_indices, model_dataset,
+                                     predict_logits, sigmoid, split_rows)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -104,22 +111,20 @@ def evaluate(model, dataset, split: str = "test", *, root=None, batch_size: int 
         An `EvalResult`.
     """
     if isinstance(dataset, str):
-        from parkit.data import load_dataset
-
         dataset = load_dataset(dataset, root)
-    device = ckpt_io.resolve_device(device)
+    device = resolve_device(device)
     model = _resolve_model(model, device, official, dataset, backbone, trust)
     if list(model.attributes) != list(dataset.attributes):
         diffs = ckpt_io.describe_differences({"attributes": list(model.attributes)},
                                              {"attributes": list(dataset.attributes)})
         raise ValueError(f"the model's attributes differ from {dataset.name}'s: {'; '.join(diffs)} "
                          f"('checkpoint' = the model, 'here' = the dataset)")
-    indices = limit_indices(_split(dataset, split, "evaluation"), limit)
-    tds = _make_torch_dataset(dataset, indices, False, model, on_corrupt)
+    indices = limit_indices(split_rows(dataset, split, "evaluation"), limit)
+    tds = model_dataset(dataset, indices, model, on_corrupt=on_corrupt)
     logits, targets, ignore, rows = predict_logits(
         model, tds, batch_size=batch_size, device=device, precision=precision,
         num_workers=num_workers, progress=progress, desc=f"eval {split}")
-    probs = _sigmoid(logits)  # (N, A)
+    probs = sigmoid(logits)  # (N, A)
     labels = np.asarray(dataset.labels)[rows]  # raw labels of the rows actually evaluated
     ignore_arg = "auto" if ignore_unknown else None
     m = pedestrian_metrics(labels, probs, threshold=threshold, ignore=ignore_arg)
@@ -155,8 +160,6 @@ def collect_images(images: Union[str, Path, Sequence], recursive: bool = True) -
 
 
 def _read_image(item):
-    from PIL import Image
-
     if hasattr(item, "convert"):
         return item.convert("RGB")
     with Image.open(item) as im:
@@ -230,57 +233,24 @@ def predict(model, images, threshold: float = 0.45, *, batch_size: int = 32, dev
         threshold, joined by ";"). `df.attrs["skipped"]` lists {"image", "error"} for unreadable
         files (each also raises a RuntimeWarning) and `df.attrs["threshold"]` the threshold.
     """
-    import pandas as pd
-    from parkit.progress import tqdm
-
-    from parkit.data.transforms import build_transform
-
-    from parkit.train.engine import _autocast
-
-    device = ckpt_io.resolve_device(device)
+    device = resolve_device(device)
     model = _resolve_model(model, device, official=False).eval()
     transform = build_transform(train=False, image_size=model.image_size,
                                 normalization=model.normalization)
     attributes = list(model.attributes)
-    items = collect_images(images, recursive=recursive)
-    names, probs, skipped = [], [], []
-    batch, batch_names = [], []
-    runner = {"net": model, "pending": compile}  # compiled on the first (padded) batch
-
-    def flush():
-        if not batch:
-            return
-        x = torch.stack(batch).to(device)  # (B, 3, S, S)
-        n = x.shape[0]
-        if compile and n < batch_size:
-            # one static shape: pad with blank images (eval mode treats every sample independently)
-            x = torch.cat([x, x.new_zeros((batch_size - n,) + x.shape[1:])])
-        with torch.inference_mode(), _autocast(device, precision):
-            if runner["pending"]:
-                runner["pending"] = False
-                try:
-                    runner["net"] = compile_for_inference(model, x)
-                except CompileUnavailable as err:
-                    warnings.warn(f"predict: {err}", RuntimeWarning, stacklevel=3)
-            logits = runner["net"](x).logits[:n]
-        probs.append(torch.sigmoid(logits.float()).cpu().numpy())
-        names.extend(batch_names)
-        batch.clear()
-        batch_names.clear()
-
-    for i, item in enumerate(tqdm(items, desc="predict", disable=not progress)):
-        name = f"<PIL image {i}>" if hasattr(item, "convert") else str(item)
-        try:
-            batch.append(transform(_read_image(item)))
-            batch_names.append(name)
-        except Exception as err:  # any reading/decoding failure: report, skip, go on
-            skipped.append({"image": name, "error": f"{type(err).__name__}: {err}"})
-            warnings.warn(f"predict: skipping unreadable image {name}: {type(err).__name__}: {err}",
-                          RuntimeWarning, stacklevel=2)
-            continue
-        if len(batch) == batch_size:
-            flush()
-    flush()
+    names, sizes, skipped = [], [], []
+    batches = _image_batches(collect_images(images, recursive=recursive), transform, batch_size,
+                             pad=compile, names=names, sizes=sizes, skipped=skipped,
+                             progress=progress)
+    runner = None
+    if compile:  # built on the first (padded) batch, so one static shape serves every batch
+        first = next(batches, None)
+        if first is not None:
+            runner = _compiled(model, first.to(device), device, precision)
+            batches = itertools.chain([first], batches)
+    logits = forward_batches(model, batches, device=device, precision=precision,
+                             inference_mode=True, runner=runner)
+    probs = [torch.sigmoid(x[:n]).numpy() for x, n in zip(logits, sizes)]
     p = np.concatenate(probs) if probs else np.zeros((0, len(attributes)), np.float32)  # (N, A)
     df = pd.DataFrame(p, columns=attributes)
     df.insert(0, "image", names)
@@ -288,6 +258,47 @@ def predict(model, images, threshold: float = 0.45, *, batch_size: int = 32, dev
     df.attrs["skipped"] = skipped
     df.attrs["threshold"] = threshold
     return df
+
+
+def _image_batches(items, transform, batch_size: int, *, pad: bool, names: list, sizes: list,
+                   skipped: list, progress: bool) -> Iterator[torch.Tensor]:
+    """(B, 3, S, S) batches of the readable images among `items`.
+
+    Appends each readable image's name to `names`, each batch's number of real images to `sizes`
+    (with `pad`, a short last batch is filled up with blank images to `batch_size`), and
+    {"image", "error"} of each unreadable one to `skipped` (with a RuntimeWarning).
+    """
+    batch = []
+    for i, item in enumerate(tqdm(items, desc="predict", disable=not progress)):
+        name = f"<PIL image {i}>" if hasattr(item, "convert") else str(item)
+        try:
+            batch.append(transform(_read_image(item)))
+        except Exception as err:  # any reading/decoding failure: report, skip, go on
+            skipped.append({"image": name, "error": f"{type(err).__name__}: {err}"})
+            warnings.warn(f"predict: skipping unreadable image {name}: {type(err).__name__}: {err}",
+                          RuntimeWarning, stacklevel=2)
+            continue
+        names.append(name)
+        if len(batch) == batch_size:
+            sizes.append(len(batch))
+            yield torch.stack(batch)
+            batch = []
+    if batch:
+        sizes.append(len(batch))
+        x = torch.stack(batch)  # (n, 3, S, S)
+        if pad:  # eval mode treats every sample independently: blanks change no other row
+            x = torch.cat([x, x.new_zeros((batch_size - len(batch),) + x.shape[1:])])
+        yield x
+
+
+def _compiled(model, example: torch.Tensor, device: torch.device, precision: str):
+    """`compile_for_inference(model, example)`, or None (with a RuntimeWarning) when it fails."""
+    with torch.inference_mode(), autocast(device, precision):
+        try:
+            return compile_for_inference(model, example)
+        except CompileUnavailable as err:
+            warnings.warn(f"predict: {err}", RuntimeWarning, stacklevel=3)
+            return None
 
 
 def predictions_to_json(df) -> dict:

@@ -38,6 +38,7 @@ from parkit.model.config import PromptPARConfig
 from parkit.model.contract import PARModel
 from parkit.model.promptpar import PromptPAR
 from parkit.model.geometry import stripe_rows
+from parkit.train.evaluation import forward_batches, predict_logits
 
 DEFAULT_THRESHOLD = 0.45  # spec §3.5 step 8 / §10: positive when p > 0.45
 
@@ -571,14 +572,8 @@ class AttributeExplorer:
         elif not hasattr(image, "convert"):
             image = Image.open(image)
         x = self._transform()(image.convert("RGB"))  # (3, H, W)
-        with torch.no_grad():
-            was_training = self.model.training
-            self.model.eval()
-            try:
-                logits = self.model(x.unsqueeze(0).to(self.device)).logits
-            finally:
-                self.model.train(was_training)
-        probs = torch.sigmoid(logits.float())[0].cpu().numpy()  # (A,)
+        logits, = forward_batches(self.model, [x.unsqueeze(0)], device=self.device)
+        probs = torch.sigmoid(logits)[0].numpy()  # (A,)
         self._maps = OrderedDict((k, v) for k, v in self._maps.items() if k[0] != "upload")
         self._upload = (x, probs)
         self.refresh()
@@ -605,28 +600,21 @@ class AttributeExplorer:
 
     def model_input(self, pos: int) -> torch.Tensor:
         """(3, H, W) model input of browsed image `pos` (letterboxed and normalised)."""
+        return self._image_dataset()[pos][0]
+
+    def _image_dataset(self):
+        """The browsed images as a `PARTorchDataset` with the model's test transform (built once)."""
         if self._images is None:
             if not any(p for p in self.dataset.image_paths):
                 raise ValueError(f"{self.dataset.name} has no image paths (annotations only); load it with its "
                                  f"images to browse pictures")
             self._images = PARTorchDataset(self.dataset, self.rows, self._transform())
-        return self._images[pos][0]
+        return self._images
 
     def _predict_split(self, batch_size: int) -> np.ndarray:
         """(N, A) probabilities of the browsed images, computed once (the sliders never re-run the model)."""
-        n = len(self.rows)
-        out = np.zeros((n, len(self.attributes)), dtype=np.float32)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                for start in range(0, n, batch_size):
-                    batch = torch.stack([self.model_input(i) for i in range(start, min(start + batch_size, n))])
-                    logits = self.model(batch.to(self.device)).logits  # (b, A)
-                    out[start:start + len(batch)] = torch.sigmoid(logits.float()).cpu().numpy()
-        finally:
-            self.model.train(was_training)
-        return out
+        logits, *_ = predict_logits(self.model, self._image_dataset(), batch_size=batch_size, device=self.device)
+        return torch.sigmoid(torch.from_numpy(logits)).numpy()  # (N, A)
 
     @property
     def grid_rows(self) -> int:
