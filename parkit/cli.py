@@ -313,7 +313,7 @@ def run_export(a: argparse.Namespace) -> int:
         if not a.dataset:
             raise SystemExit("--official needs --dataset (the checkpoint's attribute list), e.g. --dataset PETA")
         model = load_official_checkpoint(a.checkpoint, attributes=a.dataset, device="cpu",
-                                         allow_pickle=True if a.trust else None)
+                                         allow_pickle=bool(a.trust))
     else:
         model = load_model(a.checkpoint, device="cpu")
     path = export_onnx(model, a.output, opset=a.opset, dynamic_batch=not a.static_batch)

@@ -176,8 +176,10 @@ def test_reference_text_branch_is_clip_and_its_prompts_are_inert():
 # ---------------------------------------------------------------------------------------------
 def test_released_style_checkpoint_gives_the_official_logits(released_file, images):
     path, clip_sd, cls_sd = released_file
+    with pytest.raises(OfficialCheckpointError, match=r"PETA.pth.*allow_pickle=True"):
+        load_official_checkpoint(path, attributes=SENTENCES, device="cpu")  # never unpickled by default
     with pytest.warns(UntrustedCheckpointWarning, match="PETA.pth"):
-        model = load_official_checkpoint(path, attributes=SENTENCES, device="cpu")
+        model = load_official_checkpoint(path, attributes=SENTENCES, device="cpu", allow_pickle=True)
     info = model.official_checkpoint
     assert info["clip_key"] == "ViT_model" and info["epoch"] == 41
     assert info["legacy_names"] == ["vis_embed."]
@@ -274,8 +276,9 @@ def test_refuses_to_unpickle_when_told(released_file):
     path = released_file[0]
     with pytest.raises(OfficialCheckpointError, match="allow_pickle=True"):
         read_official_checkpoint(path, allow_pickle=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UntrustedCheckpointWarning)
+    with pytest.raises(OfficialCheckpointError, match="allow_pickle=True"):
+        read_official_checkpoint(path)  # the default: never unpickle
+    with pytest.warns(UntrustedCheckpointWarning, match="trust"):  # the opt-in still names the risk
         assert "model_state_dict" in read_official_checkpoint(path, allow_pickle=True)
 
 

@@ -10,8 +10,8 @@ a `torch.save` pickle holding
   writes): OpenAI CLIP's tensors plus prompt_deep, part_class_embedding, prompt_text_deep,
   softmax_model.temperature and agg_bn (fp16 on GPU in the official code);
 - non-tensor objects (epoch, optimizer state, an EasyDict of metrics), so the file needs a full
-  unpickle (`torch.load(weights_only=False)`), which can run arbitrary code: parkit first tries
-  `weights_only=True` and warns (`UntrustedCheckpointWarning`) before falling back.
+  unpickle (`torch.load(weights_only=False)`), which can run arbitrary code: parkit reads with
+  `weights_only=True` and unpickles only when asked to (`allow_pickle=True`, `--trust`).
 
 `load_official_checkpoint` maps every tensor to a parkit `PromptPAR` through `LEGACY_KEY_MAP`, a
 named table, builds the model with exactly the settings the released checkpoints were trained with
@@ -188,7 +188,7 @@ def _tolerant_pickle_module(missing: List[str]) -> types.ModuleType:
     return module
 
 
-def read_official_checkpoint(path: PathLike, allow_pickle: Optional[bool] = None,
+def read_official_checkpoint(path: PathLike, allow_pickle: bool = False,
                              stubbed: Optional[List[str]] = None) -> dict:
     """Read a checkpoint file onto the CPU, as safely as its content allows.
 
@@ -198,9 +198,9 @@ def read_official_checkpoint(path: PathLike, allow_pickle: Optional[bool] = None
 
     Args:
         path: the checkpoint file.
-        allow_pickle: None (default) = fall back to a full unpickle with an
-            `UntrustedCheckpointWarning` naming the file; True = fall back silently (you trust the
-            file); False = never unpickle (raise instead).
+        allow_pickle: False (default) = never unpickle: a file that `weights_only=True` cannot
+            read raises, naming the file and this argument; True = you trust the file: unpickle it
+            fully (an `UntrustedCheckpointWarning` still names it once).
 
     Returns:
         The checkpoint's top-level dict. Classes that cannot be imported here (e.g. `easydict`)
@@ -218,17 +218,16 @@ def read_official_checkpoint(path: PathLike, allow_pickle: Optional[bool] = None
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure of the safe loader: decide below
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if allow_pickle is False:
+        if not allow_pickle:
             raise OfficialCheckpointError(
                 f"{path} cannot be read with weights_only=True ({first}). Released PromptPAR "
-                f"checkpoints contain pickled Python objects; if you trust the file, pass "
-                f"allow_pickle=True to unpickle it fully.") from None
-        if allow_pickle is None:
-            warnings.warn(
-                f"{path} is not a plain tensor file (weights_only=True failed: {first}); unpickling it "
-                f"fully, which can execute code stored in the file. Only load checkpoints from sources "
-                f"you trust; pass allow_pickle=True to silence this warning, allow_pickle=False to refuse.",
-                UntrustedCheckpointWarning, stacklevel=3)
+                f"checkpoints contain pickled Python objects, and unpickling can execute code stored "
+                f"in the file; if you trust its source, pass allow_pickle=True "
+                f"(command line: --trust) to unpickle it fully.") from None
+        warnings.warn(
+            f"{path} is not a plain tensor file (weights_only=True failed: {first}); unpickling it "
+            f"fully because allow_pickle=True: only do this for files from sources you trust.",
+            UntrustedCheckpointWarning, stacklevel=3)
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=False,
                              pickle_module=_tolerant_pickle_module(stubbed))
@@ -504,7 +503,7 @@ def _official_config(found: Mapping, clip_cfg: Mapping, backbone: str, overrides
 def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional[str] = None, *,
                              sentences: Optional[Sequence[str]] = None,
                              device: Union[str, torch.device, None] = None,
-                             allow_pickle: Optional[bool] = None, **overrides) -> nn.Module:
+                             allow_pickle: bool = False, **overrides) -> nn.Module:
     """Load a released PromptPAR checkpoint as a parkit `PromptPAR` that computes the official logits.
 
     The model gets the official compatibility settings (`PromptPARConfig.official()`: text
@@ -523,7 +522,8 @@ def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional
             the architecture off the tensors.
         sentences: sentences that go with a list of attribute names (or replace a schema's).
         device: where the model goes (default CUDA if present, else the CPU); built on the CPU.
-        allow_pickle: see `read_official_checkpoint` (None warns before a full unpickle).
+        allow_pickle: see `read_official_checkpoint` (default False: never unpickle; True only
+            for files you trust).
         **overrides: further `PromptPARConfig` fields, applied last (e.g. gl_aggregation=
             "per_sample" to evaluate the checkpoint with the fix). Shape-deciding fields must agree
             with the tensors.

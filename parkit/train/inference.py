@@ -78,7 +78,7 @@ def _resolve_model(model, device, official: bool, dataset=None, backbone: Option
             return load_official_checkpoint(
                 model, attributes=dataset,
                 **({"backbone": backbone} if backbone else {}),
-                device=device, allow_pickle=True if trust else None).eval()
+                device=device, allow_pickle=bool(trust)).eval()
         return ckpt_io.load_model(model, device)
     return model.to(device)
 
