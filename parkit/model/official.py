@@ -568,29 +568,6 @@ def load_official_checkpoint(path: PathLike, attributes=None, backbone: Optional
     return model.to(resolve_device(device)).eval()
 
 
-def _official_config(found: Mapping, clip_cfg: Mapping, name: str, overrides: Mapping,
-                     source: str) -> PromptPARConfig:
-    """The compat config of a checkpoint: the settings read off its tensors, then the overrides.
-
-    Raises:
-        OfficialCheckpointError: an override contradicts the tensors, or a setting is invalid.
-    """
-    shape_fields = set(found)
-    clashing = {k: (v, found[k]) for k, v in overrides.items() if k in shape_fields and v != found[k]
-                and k not in ("mm_init", "use_vismask", "global_token")}
-    if clashing:
-        text = "; ".join(f"{k}={v!r} but the checkpoint has {c!r}" for k, (v, c) in clashing.items())
-        raise OfficialCheckpointError(f"{source}: overrides contradict the tensors: {text}")
-    try:
-        config = PromptPARConfig.official(**found, backbone=name, image_size=clip_cfg["image_resolution"])
-    except ConfigError as exc:
-        raise OfficialCheckpointError(f"{source}: the checkpoint's settings are not valid: {exc}") from None
-    try:
-        return config.replace(**overrides)          # unknown names raise, listing the valid ones
-    except ConfigError as exc:
-        raise OfficialCheckpointError(f"bad override for {source}: {exc}") from None
-
-
 def _load_strict(model: PromptPAR, mapped: Dict[str, torch.Tensor], unmapped: List[str], source: str,
                  clip_key: str) -> None:
     """Load `mapped` into `model`, listing every missing / unexpected key and every shape mismatch."""
