@@ -31,7 +31,6 @@ BEING_SPLIT: Dict[str, str] = {
     "parkit.data.synthpar:_draw_person": "not split yet: SynthPAR's renderer, to become a synthpar package",
     "parkit.data.synthpar:make_captions": "not split yet: SynthPAR's renderer, to become a synthpar package",
     "parkit.data.synthpar:make_synthpar": "not split yet: SynthPAR's renderer, to become a synthpar package",
-    "parkit.backbone.pretrain:pretrain_micro_clip": "not split yet: data preparation, loop and packing in one",
 }
 
 # Private names imported across modules that are being made public elsewhere (reported, not failed).

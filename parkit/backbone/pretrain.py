@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -51,6 +52,19 @@ STD = (0.5, 0.5, 0.5)
 DEFAULTS = dict(n_images=10000, data_seed=1, epochs=16, batch_size=32, lr=1e-3, weight_decay=0.1,
                 warmup_epochs=1.0, seed=0, eval_n_images=2000, eval_seed=0, caption_mode="all",
                 clip_grad=5.0, monitor_every=0)
+# What each image is paired with, per epoch:
+# - "one": one of its SynthPAR captions, drawn at random;
+# - "all": its captions joined into one longer description ("a, b, c"; as many as fit CLIP's
+#   77-token context, see `join_captions`), which names more of it and so tells it apart from
+#   more of the batch;
+# - "attributes": one of two colour-free captions: its labelled attributes in PA100K's short
+#   phrases (`attribute_caption`) or its captions joined with the colour names removed
+#   (`without_colours`). Colour names let the loss match images by colour alone while the
+#   attributes stay unlearnt. From random weights this mode gives no signal to start from: use it
+#   as a second stage (`init_from`);
+# - "alttext": SynthWorld scenes (`parkit.data.synthworld`, generated with `n_images` and
+#   `data_seed` at the model's input size) with one of their web-like alt-text captions, drawn
+#   at random: the way web CLIP was trained.
 CAPTION_MODES = ("one", "all", "attributes", "alttext")
 # Named sizes of the compact CLIP compared for the committed checkpoint (parkit/assets/README.md):
 # "micro" is MICRO_CONFIG; "micro-wide" a 1.5x wider, 1.5x deeper image tower at the same input size.
@@ -322,10 +336,9 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
                         progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Pretrain the micro CLIP on SynthPAR captions and write its packed checkpoint.
 
-    Data hygiene: the pretraining SynthPAR is generated with its own seed (`data_seed`, default 1),
-    so its people differ from those of the SynthPAR that notebooks and the zero-shot evaluation
-    use (seed 0); all of its images are then used. When `data_root` is the evaluation folder
-    itself, only its train split is used, so the test images stay unseen.
+    Data hygiene: the pretraining data is generated with its own seed (`data_seed`, default 1),
+    so its people differ from those the notebooks and the zero-shot evaluation use (seed 0). When
+    `data_root` is the evaluation folder itself, only its train split is used.
 
     Args:
         data_root: pretraining SynthPAR folder (default `default_synthpar_root(n_images,
@@ -333,40 +346,26 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
             absent or made with other settings.
         out_path: checkpoint to write (default: `parkit/assets/micro_clip.pt`); its `.sha256` is
             written beside it. "" skips saving.
-        epochs: passes over the pretraining images.
-        batch_size: pairs per step (the InfoNCE negatives).
+        epochs, batch_size: passes over the images; pairs per step (the InfoNCE negatives).
         seed: seed of the weights, the caption draws, the flips and the batch order.
         device: where to train (default: CUDA if present, else CPU).
-        n_images: size of the pretraining SynthPAR.
-        data_seed: seed of the pretraining SynthPAR.
+        n_images, data_seed: size and seed of the pretraining SynthPAR (or SynthWorld).
         lr, weight_decay, warmup_epochs: AdamW and schedule settings.
-        caption_mode: "one": each epoch pairs every image with one of its captions, drawn at random;
-            "all": with its captions joined into one longer description ("a, b, c"; as many as
-            fit CLIP's 77-token context, see `join_captions`), which names more of its
-            attributes and so tells it apart from more of the batch.
-            "attributes": with one of two colour-free captions, drawn per epoch: the list of its
-            labelled attributes in PA100K's short phrases (`attribute_caption`) or its captions
-            joined with the colour names removed (`without_colours`). Colour names let the loss
-            match images by colour alone while the attributes stay unlearnt. From random weights
-            this mode gives no signal to start from; use it as a second stage (`init_from`).
-            "alttext": SynthWorld scenes (`parkit.data.synthworld`, generated with `n_images` and
-            `data_seed` at the model's input size) paired with one of their web-like alt-text
-            captions, drawn per epoch: the way web CLIP was trained.
+        caption_mode: one of `CAPTION_MODES` ("one", "all", "attributes", "alttext"), described
+            beside it.
         clip_grad: clip the global gradient norm at this value (None: no clipping).
         init_from: start from this packed micro checkpoint (verified against its `.sha256`)
             instead of random weights: a second stage with other captions. Its configuration
             must equal `config`.
-        monitor_every: every this many epochs (0: never), log the zero-shot mean ROC-AUC of
-            the PA100K sentences on the evaluation SynthPAR's test split and store it in the
-            history, to watch the image tower learn.
+        monitor_every: every this many epochs (0: never), log and store the zero-shot mean
+            ROC-AUC of the PA100K sentences on the evaluation SynthPAR's test split.
         config: CLIP constructor arguments (default `MICRO_CONFIG`; tests use smaller ones).
         evaluate: after training, report zero-shot mA with the PA100K sentences (expanded and
             bare phrases) and store it in the checkpoint's meta.
         eval_root: SynthPAR of the zero-shot evaluation (thresholds on its train split, mA on its
             test split); default `default_synthpar_root(eval_n_images, eval_seed)`.
         eval_n_images, eval_seed: size and seed of that SynthPAR.
-        progress: show tqdm bars.
-        log: where one-line summaries go.
+        progress, log: show tqdm bars; where one-line summaries go.
 
     Returns:
         {"history": [{"epoch", "loss", "lr", "seconds"}], "meta": the stored facts,
@@ -379,136 +378,197 @@ def pretrain_micro_clip(data_root: Union[str, Path, None] = None, out_path: Unio
     device = torch.device(device) if device is not None else default_device()
     t_start = time.time()
     eval_root = Path(eval_root) if eval_root is not None else default_synthpar_root(eval_n_images, eval_seed)
-    if caption_mode == "alttext":
-        data_root = Path(data_root) if data_root is not None else \
-            default_synthworld_root(n_images, data_seed, cfg["image_resolution"])
-        dataset = ensure_synthworld(data_root, n_images, data_seed, cfg["image_resolution"], progress=progress)
-        same_as_eval, rows = False, None
-    else:
-        data_root = Path(data_root) if data_root is not None else default_synthpar_root(n_images, data_seed)
-        dataset = _synthpar(data_root, n_images, data_seed, progress)
-        same_as_eval = evaluate and data_root.resolve() == eval_root.resolve()
-        rows = np.asarray(dataset.splits["train"]) if same_as_eval else np.arange(len(dataset))
+    data = _pretraining_pairs(caption_mode, data_root, n_images, data_seed, cfg["image_resolution"],
+                              eval_root if evaluate else None, progress)
+    images = load_images(data.paths, cfg["image_resolution"], progress=progress)  # (N, 3, S, S) uint8
+    log(f"pretraining data: {len(data.paths)} images ({'train split' if data.same_as_eval else 'all'}) of "
+        f"{data.source}, {sum(map(len, data.captions))} captions, {time.time() - t_start:.0f}s to prepare")
+    tokens = _packed_tokens(data.captions, cfg["vocab_size"])
+    model, init_digest = _initial_model(cfg, tokens.keep, seed, init_from, log)
+    model = model.to(device).train()
+    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    schedule = _Schedule(len(data.paths), batch_size, epochs, warmup_epochs, lr)
+    monitor = _Monitor(_synthpar(eval_root, eval_n_images, eval_seed, progress), cfg["image_resolution"],
+                       tokens.lookup, device) if monitor_every else None
+    history = _train_epochs(model, optimizer, images, tokens, schedule, torch.Generator().manual_seed(seed),
+                            clip_grad, device, progress, monitor, monitor_every, log)
+    meta = {"data": "SynthWorld" if caption_mode == "alttext" else "SynthPAR", "n_images": data.n_total,
+            "pretrain_images": len(data.paths), "data_seed": data_seed, "epochs": epochs, "batch_size": batch_size,
+            "seed": seed, "lr": lr, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
+            "caption_mode": caption_mode, "clip_grad": clip_grad, "init_from_sha256": init_digest,
+            "normalization": "official", "mean": list(MEAN), "std": list(STD), "final_loss": history[-1]["loss"],
+            "kept_tokens": int(tokens.keep.numel()), "train_seconds": round(time.time() - t_start, 1)}
+    eval_set = _synthpar(eval_root, eval_n_images, eval_seed, progress) if evaluate else None
+    out = _pack_evaluate_save(model, tokens.keep, cfg, meta, eval_set, out_path, log)
+    return {"history": history, **out}
+
+
+@dataclass
+class _Pairs:
+    """Pretraining images and their captions (`captions[i]`: the caption choices of image i)."""
+    paths: list
+    captions: list
+    source: object        # the folder (or SynthPAR root) they come from, for the log line
+    n_total: int          # images in that folder
+    same_as_eval: bool    # only its train split is used: the evaluation folder itself
+
+
+def _pretraining_pairs(caption_mode: str, data_root, n_images: int, data_seed: int, size: int,
+                       eval_root: Optional[Path], progress: bool) -> _Pairs:
+    """The image paths and caption choices of a caption mode (module docstring, `pretrain_micro_clip`)."""
     if caption_mode == "alttext":  # SynthWorld scenes with web-like alt-text, one drawn per epoch
-        paths, captions = load_world(dataset)
-        n_world = len(paths)
-    else:
-        captions_by_file = load_captions(dataset.root)  # {file name: [caption, ...]}
-        paths = [dataset.image_paths[i] for i in rows]
-        try:
-            captions = [captions_by_file[Path(p).name] for p in paths]
-        except KeyError as exc:
-            raise ValueError(f"no caption for image {exc} in {dataset.root}/captions.jsonl: regenerate "
-                             f"SynthPAR (delete the folder and run again)") from None
+        root = Path(data_root) if data_root is not None else default_synthworld_root(n_images, data_seed, size)
+        root = ensure_synthworld(root, n_images, data_seed, size, progress=progress)
+        paths, captions = load_world(root)
+        return _Pairs(paths, captions, root, len(paths), False)
+    root = Path(data_root) if data_root is not None else default_synthpar_root(n_images, data_seed)
+    dataset = _synthpar(root, n_images, data_seed, progress)
+    same_as_eval = eval_root is not None and root.resolve() == Path(eval_root).resolve()
+    rows = np.asarray(dataset.splits["train"]) if same_as_eval else np.arange(len(dataset))
+    captions_by_file = load_captions(dataset.root)  # {file name: [caption, ...]}
+    paths = [dataset.image_paths[i] for i in rows]
+    try:
+        captions = [captions_by_file[Path(p).name] for p in paths]
+    except KeyError as exc:
+        raise ValueError(f"no caption for image {exc} in {dataset.root}/captions.jsonl: regenerate "
+                         f"SynthPAR (delete the folder and run again)") from None
     if caption_mode == "all":
         captions = [[join_captions(caps)] for caps in captions]
     elif caption_mode == "attributes":
         captions = [[attribute_caption(dataset.labels[r], dataset.attributes),
                      join_captions([without_colours(c) for c in caps])] for r, caps in zip(rows, captions)]
-    size = cfg["image_resolution"]
-    images = load_images(paths, size, progress=progress)  # (N, 3, S, S) uint8
-    source = dataset if caption_mode == "alttext" else dataset.root
-    log(f"pretraining data: {len(paths)} images ({'train split' if same_as_eval else 'all'}) of "
-        f"{source}, {sum(map(len, captions))} captions, {time.time() - t_start:.0f}s to prepare")
+    return _Pairs(paths, captions, dataset.root, len(dataset), same_as_eval)
 
-    # Tokenise every caption once; trim the context to the longest caption (the causal mask and
-    # EOT pooling make the padded tail irrelevant, and it costs 3-4x the compute).
+
+@dataclass
+class _Tokens:
+    """Every caption tokenised once, in the packed vocabulary."""
+    ids: torch.Tensor      # (C, L) packed ids of all captions, context trimmed to the longest
+    offsets: np.ndarray    # captions of image i: ids[offsets[i]:offsets[i + 1]]
+    keep: torch.Tensor     # (K,) original token ids kept, sorted
+    lookup: torch.Tensor   # (vocab,) original id -> packed id
+
+
+def _packed_tokens(captions: Sequence[Sequence[str]], vocab_size: int) -> _Tokens:
+    # Trim the context to the longest caption (the causal mask and EOT pooling make the padded
+    # tail irrelevant, and it costs 3-4x the compute). Train in the packed vocabulary: a (K, width)
+    # embedding instead of (49408, width), which AdamW would otherwise update in full at every
+    # step. Ids keep their order, so EOT (the largest id) stays the argmax that CLIP pools on;
+    # pads (0) map to row 0, unread after EOT.
     flat = [c for caps in captions for c in caps]
     tokens_all = tokenize(flat)  # (C, 77)
     used = int((tokens_all != 0).sum(1).max())
-    offsets = np.cumsum([0] + [len(c) for c in captions])  # captions of image i: offsets[i]:offsets[i+1]
-
-    # Train in the packed vocabulary: a (K, width) embedding instead of (49408, width), which
-    # AdamW would otherwise update in full at every step. Ids keep their order, so EOT (the
-    # largest id) stays the argmax that CLIP pools on; pads (0) map to row 0, unread after EOT.
     keep = token_ids_of(vocabulary_sentences(flat))  # (K,) sorted original ids
-    lookup = torch.zeros(cfg["vocab_size"], dtype=torch.long)
+    lookup = torch.zeros(vocab_size, dtype=torch.long)
     lookup[keep] = torch.arange(keep.numel())
-    tokens_all = lookup[tokens_all[:, :used]]  # (C, used) ids in 0..K-1
+    return _Tokens(lookup[tokens_all[:, :used]], np.cumsum([0] + [len(c) for c in captions]), keep, lookup)
 
+
+def _initial_model(cfg: Mapping, keep: torch.Tensor, seed: int, init_from, log) -> tuple:
+    """(seeded micro CLIP in the packed vocabulary, sha256 of `init_from` or None)."""
     model = build_clip(dict(cfg, vocab_size=int(keep.numel())), seed=seed)
-    init_digest = None
-    if init_from is not None:
-        state, init_cfg = unpack_micro_checkpoint(read_micro_checkpoint(init_from), source=str(init_from))
-        if dict(init_cfg) != cfg:
-            raise ValueError(f"{init_from} was built with another configuration ({dict(init_cfg)}) than this "
-                             f"run ({cfg}); start from random weights or pass its config")
-        state["token_embedding.weight"] = state["token_embedding.weight"][keep]  # (K, width), packed rows
-        model.load_state_dict(state)
-        init_digest = sha256_file(init_from)
-        log(f"starting from {init_from} (sha256 {init_digest[:12]}...)")
-    model = model.to(device).train()
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    steps_per_epoch = len(paths) // batch_size  # drop_last: the InfoNCE batch size stays fixed
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size {batch_size} exceeds the {len(paths)} training images")
-    total, warmup = epochs * steps_per_epoch, int(warmup_epochs * steps_per_epoch)
-    monitor = None
-    if monitor_every:
-        monitor = _Monitor(_synthpar(eval_root, eval_n_images, eval_seed, progress), size, lookup, device)
-    gen = torch.Generator().manual_seed(seed)
-    history, step = [], 0
-    for epoch in range(epochs):
-        t0, losses = time.time(), []
-        order = torch.randperm(len(paths), generator=gen)
-        # One caption per image per epoch.
-        pick = torch.tensor([offsets[i] + int(torch.randint(offsets[i + 1] - offsets[i], (1,), generator=gen))
-                             for i in range(len(paths))])
-        flips = torch.rand(len(paths), generator=gen) < 0.5
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
-                   leave=False)
-        for b in bar:
-            rows = order[b * batch_size:(b + 1) * batch_size]
-            x = images[rows]
-            # Horizontal flips: no SynthPAR caption or attribute depends on left/right.
-            x = torch.where(flips[rows].view(-1, 1, 1, 1), x.flip(-1), x)
-            tok = tokens_all[pick[rows]]  # (B, L)
-            same = (tok[:, None, :] == tok[None, :, :]).all(-1).to(device)  # (B, B)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, total, warmup, lr)
-            loss = contrastive_loss(model.encode_image(normalize(x, device)),
-                                    model.encode_text(tok.to(device)), model.logit_scale, same)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            optimizer.step()
-            with torch.no_grad():  # CLIP clamps the temperature at 100
-                model.logit_scale.clamp_(0, math.log(100))
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            step += 1
+    if init_from is None:
+        return model, None
+    state, init_cfg = unpack_micro_checkpoint(read_micro_checkpoint(init_from), source=str(init_from))
+    if dict(init_cfg) != dict(cfg):
+        raise ValueError(f"{init_from} was built with another configuration ({dict(init_cfg)}) than this "
+                         f"run ({dict(cfg)}); start from random weights or pass its config")
+    state["token_embedding.weight"] = state["token_embedding.weight"][keep]  # (K, width), packed rows
+    model.load_state_dict(state)
+    digest = sha256_file(init_from)
+    log(f"starting from {init_from} (sha256 {digest[:12]}...)")
+    return model, digest
+
+
+@dataclass
+class _Schedule:
+    """Steps per epoch (drop_last: the InfoNCE batch size stays fixed) and the learning rate."""
+    n_images: int
+    batch_size: int
+    epochs: int
+    warmup_epochs: float
+    lr: float
+
+    def __post_init__(self):
+        self.steps_per_epoch = self.n_images // self.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {self.n_images} training images")
+        self.total = self.epochs * self.steps_per_epoch
+        self.warmup = int(self.warmup_epochs * self.steps_per_epoch)
+
+    def lr_at(self, step: int) -> float:
+        return _lr_at(step, self.total, self.warmup, self.lr)
+
+
+def _contrastive_epoch(model, optimizer, images: torch.Tensor, tokens: _Tokens, gen: torch.Generator,
+                       schedule: _Schedule, epoch: int, clip_grad: Optional[float], device, progress: bool) -> list:
+    """One pass over the images with one caption drawn per image; returns the step losses."""
+    n, bs, offsets = len(images), schedule.batch_size, tokens.offsets
+    order = torch.randperm(n, generator=gen)
+    pick = torch.tensor([offsets[i] + int(torch.randint(offsets[i + 1] - offsets[i], (1,), generator=gen))
+                         for i in range(n)])
+    flips = torch.rand(n, generator=gen) < 0.5
+    bar = tqdm(range(schedule.steps_per_epoch), desc=f"epoch {epoch + 1}/{schedule.epochs}", disable=not progress,
+               leave=False)
+    losses = []
+    for b in bar:
+        rows = order[b * bs:(b + 1) * bs]
+        x = images[rows]
+        # Horizontal flips: no SynthPAR caption or attribute depends on left/right.
+        x = torch.where(flips[rows].view(-1, 1, 1, 1), x.flip(-1), x)
+        tok = tokens.ids[pick[rows]]  # (B, L)
+        same = (tok[:, None, :] == tok[None, :, :]).all(-1).to(device)  # (B, B)
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.lr_at(epoch * schedule.steps_per_epoch + b)
+        loss = contrastive_loss(model.encode_image(normalize(x, device)),
+                                model.encode_text(tok.to(device)), model.logit_scale, same)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        optimizer.step()
+        with torch.no_grad():  # CLIP clamps the temperature at 100
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return losses
+
+
+def _train_epochs(model, optimizer, images, tokens: "_Tokens", schedule: "_Schedule", gen: torch.Generator,
+                  clip_grad, device, progress: bool, monitor, monitor_every: int, log) -> list:
+    """Every epoch of `schedule`; one history row (and log line) per epoch."""
+    history = []
+    for epoch in range(schedule.epochs):
+        t0 = time.time()
+        losses = _contrastive_epoch(model, optimizer, images, tokens, gen, schedule, epoch, clip_grad, device,
+                                    progress)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)),
-                        "lr": _lr_at(step - 1, total, warmup, lr), "seconds": time.time() - t0})
-        line = f"epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f} ({history[-1]['seconds']:.0f}s)"
-        if monitor is not None and ((epoch + 1) % monitor_every == 0 or epoch + 1 == epochs):
+                        "lr": schedule.lr_at((epoch + 1) * schedule.steps_per_epoch - 1), "seconds": time.time() - t0})
+        line = f"epoch {epoch + 1}/{schedule.epochs}: loss {history[-1]['loss']:.4f} ({history[-1]['seconds']:.0f}s)"
+        if monitor is not None and ((epoch + 1) % monitor_every == 0 or epoch + 1 == schedule.epochs):
             history[-1]["zero_shot_auc"] = monitor(model)
             line += f", zero-shot AUC {history[-1]['zero_shot_auc']:.2f}"
         log(line)
+    return history
 
+
+def _pack_evaluate_save(model, keep: torch.Tensor, cfg: Mapping, meta: dict, eval_set, out_path, log) -> dict:
+    """Pack the trained model, measure its zero-shot quality as it will load, and write it."""
     model = _full_vocabulary(model.cpu().eval(), keep, cfg)
-    meta = {"data": "SynthWorld" if caption_mode == "alttext" else "SynthPAR",
-            "n_images": n_world if caption_mode == "alttext" else len(dataset), "pretrain_images": len(paths),
-            "data_seed": data_seed, "epochs": epochs, "batch_size": batch_size, "seed": seed, "lr": lr,
-            "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "caption_mode": caption_mode,
-            "clip_grad": clip_grad, "init_from_sha256": init_digest, "normalization": "official",
-            "mean": list(MEAN), "std": list(STD), "final_loss": history[-1]["loss"],
-            "kept_tokens": int(keep.numel()), "train_seconds": round(time.time() - t_start, 1)}
     # The model exactly as it will load: fp16 rounding and the pruned vocabulary applied.
     state, _ = unpack_micro_checkpoint(pack_micro_checkpoint(model, keep, cfg))
     loaded = build_clip(cfg)
     loaded.load_state_dict(state)
     loaded.parkit_token_ids = keep
-    if evaluate:
-        eval_set = _synthpar(eval_root, eval_n_images, eval_seed, progress)
-        meta["zero_shot"] = evaluate_zero_shot_pa100k(loaded, eval_set, size, log=log)
-        meta["zero_shot"].update(n_images=eval_n_images, data_seed=eval_seed)
+    if eval_set is not None:
+        meta["zero_shot"] = evaluate_zero_shot_pa100k(loaded, eval_set, cfg["image_resolution"], log=log)
+        meta["zero_shot"].update(n_images=int(eval_set.info["n_images"]), data_seed=int(eval_set.info["seed"]))
     digest, path = None, None
     if out_path != "":
         path = Path(out_path) if out_path is not None else MICRO_CHECKPOINT
         digest = save_micro_clip(model, path, keep, config=cfg, meta=meta)
         log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, sha256 {digest})")
-    return {"history": history, "meta": meta, "sha256": digest, "path": path, "model": loaded}
+    return {"meta": meta, "sha256": digest, "path": path, "model": loaded}
 
 
 def evaluate_zero_shot_pa100k(model: nn.Module, dataset, image_size: int,
