@@ -35,7 +35,7 @@ def test_save_figure_keeps_png_small_and_displays_it(tmp_path, monkeypatch):
     path = plots.save_figure(fig, tmp_path / "dots.png", dpi=200, show=True)
     assert path.stat().st_size <= plots.MAX_PNG_BYTES
     assert len(shown) == 1 and shown[0].data == path.read_bytes()  # the inline picture is the saved file
-    assert not plt.get_fignums()  # closed: the backend does not draw it a second time
+    assert fig.number not in plt.get_fignums()  # closed: the backend does not draw it a second time
     plots.save_figure(plt.subplots()[0], tmp_path / "quiet.png", show=False)
     assert len(shown) == 1
 
