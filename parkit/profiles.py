@@ -57,8 +57,8 @@ _PROFILES = {
     "smoke": Profile("smoke", "SynthPAR", 240, "promptpar-micro", epochs=1, ablation_epochs=1,
                      batch_size=16, max_minutes=1.0, eval_limit=64,
                      prompt_lengths=(0, 5), prompt_depths=(1, 4)),
-    # Sized so the whole notebook sequence (about 20 training runs) stays under 30 minutes on
-    # 2 CPU cores: an epoch of the compact model over 900 training images takes about 20 s.
+    # Three seeds of every comparison in 04-06 (about 60 training runs): the whole notebook
+    # sequence measured 40 min 15 s on 2 CPU cores (2,409 s of notebooks).
     "demo": Profile("demo", "SynthPAR", 1500, "promptpar-micro", epochs=6, ablation_epochs=3,
                     batch_size=32, max_minutes=3.0, eval_limit=None,
                     prompt_lengths=(0, 10, 20, 40), prompt_depths=(1, 4), seeds=(0, 1, 2)),
