@@ -12,20 +12,10 @@ from parkit.model import create_model
 from parkit.profiles import Profile
 from parkit.train import load_checkpoint, train
 from test_engine import ATTRS, make_tiny_dataset
+from test_engine import _one_thread, tiny_ds  # noqa: F401 (shared fixtures: one thread, the tiny dataset)
 
 SENTENCES = [f"A pedestrian {a}" for a in ATTRS]
 SMALL = dict(vis_prompt=5)  # the micro preset with short prompts: seconds per run
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    yield
-
-
-@pytest.fixture(scope="module")
-def tiny_ds(tmp_path_factory):
-    return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))
 
 
 def _disturb(n: int) -> None:

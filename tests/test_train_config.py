@@ -10,19 +10,9 @@ import torch
 from parkit.train import (RECIPES, Recipe, SettingsMismatch, TrainConfig, load_checkpoint,
                           train)
 from test_engine import FAST, make_tiny_dataset, tiny_model
+from test_engine import _one_thread, tiny_ds  # noqa: F401 (shared fixtures: one thread, the tiny dataset)
 
 PARKIT = Path(__file__).resolve().parents[1] / "parkit"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    yield
-
-
-@pytest.fixture(scope="module")
-def tiny_ds(tmp_path_factory):
-    return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))
 
 
 # --- validation ----------------------------------------------------------------------------------
