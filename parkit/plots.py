@@ -323,3 +323,28 @@ def metric_bars(table, label: str, metrics: Sequence[str] = ("mA", "Acc", "F1"),
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+VERDICT_COLORS = {"holds": "#2ca02c", "does not hold": "#d62728", "not measurable in this profile": "#bbbbbb"}
+
+
+def verdict_bars(ledger, title: str | None = None):
+    """Stacked bars of a claims ledger: per notebook, how many claims hold, do not hold, or cannot
+    be measured in this profile (colours in `VERDICT_COLORS`)."""
+    import matplotlib.pyplot as plt
+
+    counts = ledger.groupby(["notebook", "verdict"]).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=list(VERDICT_COLORS), fill_value=0)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(counts) + 1.4))
+    left = np.zeros(len(counts))
+    names = [f"notebook {n}" for n in counts.index][::-1]
+    for verdict, color in VERDICT_COLORS.items():
+        values = counts[verdict].to_numpy()[::-1]
+        ax.barh(names, values, left=left, color=color, label=verdict)
+        left += values
+    ax.set_xlabel("claims")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, pad=24)
+    fig.tight_layout()
+    return fig

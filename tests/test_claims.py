@@ -83,3 +83,18 @@ def test_write_ledger_saves_claims_csv(results):
     claims.write_ledger(results)
     saved = pd.read_csv(results / "claims.csv")
     assert len(saved) == len(claims.build_ledger(results)) and "verdict" in saved
+
+
+def test_verdict_bars_count_each_notebooks_verdicts(results):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from parkit.plots import VERDICT_COLORS, verdict_bars
+
+    ledger = claims.build_ledger(results)
+    fig = verdict_bars(ledger)
+    ax = fig.axes[0]
+    for verdict, color in VERDICT_COLORS.items():
+        bars = [b for b in ax.patches if matplotlib.colors.to_hex(b.get_facecolor()) == color]
+        assert sum(b.get_width() for b in bars) == (ledger["verdict"] == verdict).sum()
+    assert {t.get_text() for t in ax.get_yticklabels()} == {f"notebook {n}" for n in ledger["notebook"].unique()}

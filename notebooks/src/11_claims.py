@@ -17,6 +17,7 @@ PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 from IPython.display import Markdown, display
 
 from parkit.claims import write_ledger
+from parkit.plots import save_figure, verdict_bars
 from parkit.profiles import setup
 from parkit.reporting import to_markdown
 
@@ -27,3 +28,6 @@ print(ledger["verdict"].value_counts().to_string())
 
 # %%
 display(Markdown(to_markdown(ledger)))
+
+# %%
+save_figure(verdict_bars(ledger, title=f"The paper's claims in this run ({profile.name})"), FIG / "11_claims_verdicts.png");
