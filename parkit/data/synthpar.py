@@ -1274,11 +1274,16 @@ def _is_complete(root: Path, n_images: int, seed: int, image_size, label_noise: 
     return all((root / "images" / f"{i:06d}.png").is_file() for i in range(int(n_images)))
 
 
+def cache_root() -> Path:
+    """Where generated data sets are kept: `$PARKIT_CACHE`, default ~/.cache/parkit."""
+    return Path(os.environ.get("PARKIT_CACHE") or Path.home() / ".cache" / "parkit").expanduser()
+
+
 def default_synthpar_root(n_images: int = 2000, seed: int = 0,
                           image_size: Sequence[int] = DEFAULT_IMAGE_SIZE) -> Path:
     """Cache folder for a generated SynthPAR: `$PARKIT_CACHE` (default ~/.cache/parkit) /
     `synthpar-<n_images>-<seed>`, with `-<w>x<h>` appended for a non-default image size."""
-    base = Path(os.environ.get("PARKIT_CACHE") or Path.home() / ".cache" / "parkit").expanduser()
+    base = cache_root()
     w, h = _check_size(image_size)
     suffix = "" if (w, h) == DEFAULT_IMAGE_SIZE else f"-{w}x{h}"
     return base / f"synthpar-{int(n_images)}-{int(seed)}{suffix}"

@@ -31,7 +31,6 @@ Folder layout written by `make_synthworld`:
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -41,7 +40,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from parkit.data.base import DatasetError
 from parkit.data.synthpar import (
-    SYNTHPAR_ATTRIBUTES, VIEWS, complete_attributes, person_appearance, render_person, sample_attributes)
+    SYNTHPAR_ATTRIBUTES, VIEWS, cache_root, complete_attributes, person_appearance, render_person,
+    sample_attributes)
 from parkit.progress import tqdm
 
 WORLD_VERSION = "1.0"
@@ -383,8 +383,7 @@ def make_synthworld(out_dir: Union[str, Path], n_images: int = 12000, seed: int 
 
 def default_synthworld_root(n_images: int = 12000, seed: int = 1, size: int = 96) -> Path:
     """Cache folder of a generated SynthWorld: `$PARKIT_CACHE` (default ~/.cache/parkit) / synthworld-..."""
-    base = Path(os.environ.get("PARKIT_CACHE") or Path.home() / ".cache" / "parkit").expanduser()
-    return base / f"synthworld-{int(n_images)}-{int(seed)}-{int(size)}"
+    return cache_root() / f"synthworld-{int(n_images)}-{int(seed)}-{int(size)}"
 
 
 def is_synthworld(root: Union[str, Path]) -> bool:
