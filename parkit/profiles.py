@@ -31,6 +31,9 @@ class Profile:
         eval_limit: at most this many evaluation images (None: the whole split).
         prompt_lengths: visual prompt lengths of the prompt-length ablation.
         device: "cpu", "cuda" or None for automatic.
+        parallel_runs: runs trained at once on a CPU with that many cores (`experiments.run_all`).
+        train_settings: further `TrainConfig` settings of every run (e.g. a dry run's `train_limit`).
+        model_overrides: config overrides of every model (e.g. the backbone weight file).
     """
 
     name: str
@@ -46,6 +49,9 @@ class Profile:
     prompt_depths: tuple = (1, 2, 4)
     seeds: tuple = (0,)
     device: str | None = None
+    parallel_runs: int = 1
+    train_settings: dict = field(default_factory=dict)
+    model_overrides: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -61,7 +67,8 @@ _PROFILES = {
     # sequence measured 40 min 15 s on 2 CPU cores (2,409 s of notebooks).
     "demo": Profile("demo", "SynthPAR", 1500, "promptpar-micro", epochs=6, ablation_epochs=3,
                     batch_size=32, max_minutes=3.0, eval_limit=None,
-                    prompt_lengths=(0, 10, 20, 40), prompt_depths=(1, 4), seeds=(0, 1, 2)),
+                    prompt_lengths=(0, 10, 20, 40), prompt_depths=(1, 4), seeds=(0, 1, 2),
+                    parallel_runs=2),
     "paper": Profile("paper", "PETA", 0, "promptpar-vitl14", epochs=100, ablation_epochs=100,
                      batch_size=16, max_minutes=None, eval_limit=None,
                      prompt_lengths=(0, 25, 50, 75, 100), prompt_depths=(6, 12, 18, 24), device="cuda"),

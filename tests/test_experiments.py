@@ -62,6 +62,7 @@ def test_compare_reports_mean_and_sd_over_seeds(monkeypatch, tmp_path):
         return experiments.Experiment(name, row, tmp_path, {})
 
     monkeypatch.setattr(experiments, "run_experiment", fake_run)
+    monkeypatch.setattr(experiments, "run_all", lambda *args: None)  # fake_run trains nothing
     specs = [("method A", dict(name="a", epochs=2)), ("method B", dict(name="b"))]
     table = experiments.compare(specs, get_profile("demo"), dataset=None, seeds=(0, 1, 2))
     assert list(table["method"]) == ["method A", "method B"]
@@ -86,3 +87,37 @@ def test_list_runs_reads_every_finished_run(monkeypatch, tmp_path):
                                                        "spec": {"seed": seed}}))
     runs = experiments.list_runs(get_profile("demo"))
     assert isinstance(runs, pd.DataFrame) and runs["seed"].tolist() == [0, 1] and runs["mA"].tolist() == [50.0, 51.0]
+
+
+def test_run_all_trains_runs_side_by_side_with_the_results_of_one_at_a_time(synth, monkeypatch, tmp_path):
+    """Two worker processes (as the demo profile uses on two cores) write the same runs, with the
+    same test metrics, as training them one after the other in this process."""
+    import dataclasses
+
+    profile = dataclasses.replace(get_profile("smoke"), seeds=(0, 1), max_minutes=None)
+    specs = [("probe", dict(name="probe", preset="linear-probe-micro", epochs=1))]
+    monkeypatch.setenv("PARKIT_RUNS_DIR", str(tmp_path / "one"))
+    one = experiments.compare(specs, profile, synth)
+    monkeypatch.setenv("PARKIT_RUNS_DIR", str(tmp_path / "two"))
+    two_workers = dataclasses.replace(profile, parallel_runs=2)
+    assert experiments.parallel_runs(two_workers) == min(2, __import__("os").cpu_count())
+    plans = [experiments.plan_run("probe", two_workers, synth, preset="linear-probe-micro", epochs=1, seed=s)
+             for s in (0, 1)]
+    assert not any(p.cached for p in plans)
+    two = experiments.compare(specs, two_workers, synth)
+    assert all(p.cached for p in plans) and all(p.out_dir.parent == tmp_path / "two" / "smoke" for p in plans)
+    per_seed_one, per_seed_two = one.attrs["per_seed"], two.attrs["per_seed"]
+    assert per_seed_two["seed"].tolist() == [0, 1]
+    assert per_seed_two["mA"].to_numpy() == pytest.approx(per_seed_one["mA"].to_numpy(), abs=0.05)
+
+
+def test_run_all_names_the_run_that_failed(synth, monkeypatch, tmp_path):
+    import dataclasses
+
+    monkeypatch.setenv("PARKIT_RUNS_DIR", str(tmp_path))
+    profile = dataclasses.replace(get_profile("smoke"), parallel_runs=2, seeds=(0, 1))
+    if experiments.parallel_runs(profile) < 2:
+        pytest.skip("one core: run_all trains in this process")
+    with pytest.raises(RuntimeError, match=r"run 'broken' \(seed [01]\) failed: .*no_such_split"):
+        experiments.compare([("broken", dict(name="broken", preset="linear-probe-micro", epochs=1,
+                                             train_split="no_such_split"))], profile, synth)

@@ -75,6 +75,19 @@ def test_settings_and_key_follow_the_roles():
                                     "train_split", "eval_limit", "precision", "pretrained"}
 
 
+def test_train_limit_keys_a_run_only_when_set():
+    # added after runs were cached: an unset train_limit leaves every older run's key as it was
+    base = TrainConfig(epochs=3)
+    assert "train_limit" not in base.key() and "train_limit" not in base.settings()
+    limited = base.replace(train_limit=8)
+    assert limited.settings()["train_limit"] == 8 and limited.key() != base.key()
+
+
+def test_train_limit_trains_on_that_many_images(tiny_ds, tmp_path):
+    train(tiny_model(), tiny_ds, TrainConfig(**FAST, train_limit=5, out_dir=tmp_path))
+    assert load_checkpoint(tmp_path / "last.pt")["run"]["train_size"] == 5
+
+
 def test_train_rejects_an_unknown_keyword_before_doing_anything(tiny_ds, tmp_path):
     with pytest.raises(TypeError, match="did you mean 'epochs'"):
         train(tiny_model(), tiny_ds, out_dir=tmp_path / "run", epoch=3)

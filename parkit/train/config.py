@@ -37,9 +37,12 @@ RUN, OUTCOME, EXECUTION = "run", "outcome", "execution"
 
 
 def _setting(default, kind: str, role: str, *, optional: bool = False, choices=None,
-             minimum=None):
+             minimum=None, keyed_when_set: bool = False):
+    # keyed_when_set: a setting added after runs were cached; recorded in settings()/key() only
+    # when it differs from its default, so every run made before it existed keeps its key.
     return field(default=default, metadata={"kind": kind, "role": role, "optional": optional,
-                                            "choices": choices, "minimum": minimum})
+                                            "choices": choices, "minimum": minimum,
+                                            "keyed_when_set": keyed_when_set})
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class TrainConfig:
             optimistic) or "last".
         train_split: override the training split ("train" for select_on="val", else "trainval").
         eval_limit: evaluate at most this many (evenly spaced) images per split.
+        train_limit: train on at most this many (evenly spaced) images of the training split per
+            epoch (None: all; a dry run's budget, e.g. the paper-check profile).
         precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32".
         pretrained: the frozen backbone is pretrained (False: seeded random weights; tests).
         max_minutes: stop after this much training time (checked after every step); calling
@@ -85,6 +90,7 @@ class TrainConfig:
     select_on: str = _setting("val", "str", RUN, choices=SELECT_ON)
     train_split: Optional[str] = _setting(None, "str", RUN, optional=True)
     eval_limit: Optional[int] = _setting(None, "int", RUN, optional=True, minimum=1)
+    train_limit: Optional[int] = _setting(None, "int", RUN, optional=True, minimum=1, keyed_when_set=True)
     precision: str = _setting("auto", "str", RUN, choices=PRECISIONS)
     pretrained: bool = _setting(True, "bool", RUN)
 
@@ -157,6 +163,8 @@ class TrainConfig:
         for f in fields(self):
             if f.metadata["role"] == role:
                 v = getattr(self, f.name)
+                if f.metadata["keyed_when_set"] and v == f.default:
+                    continue
                 out[f.name] = v.to_dict() if isinstance(v, Recipe) else v
         return out
 

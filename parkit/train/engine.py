@@ -288,7 +288,7 @@ def _setup(model_or_preset, dataset, config: TrainConfig, root, model_options,
     if config.select_on == "test":
         say("NOTE: select_on='test' selects the model on the TEST split, as the official script "
             "reports its numbers (spec §10); these numbers are optimistic, not a clean protocol.")
-    train_idx = split_rows(dataset, config.train_split, "training")
+    train_idx = limit_indices(split_rows(dataset, config.train_split, "training"), config.train_limit)
     sel = config.selection_split
     sel_idx = limit_indices(split_rows(dataset, sel, "selection"), config.eval_limit) if sel else None
     optimizers = build_optimizers(model.param_groups(), config.recipe)
