@@ -114,8 +114,12 @@ def main_comparisons(results_dir) -> list:
         if long is None:
             rows.append(_missing(claim, evidence, "04", file))
             continue
-        verdict, text = paired_verdict(_by_seed(long, "method", PROMPTPAR_LABEL), _by_seed(long, "method", label))
-        rows.append(_row(claim, evidence, "test mA " + text, _seed_list(long), verdict, "04", file))
+        groups = list(long.groupby("dataset", sort=False)) if "dataset" in long else [(None, long)]
+        for dataset, part in groups:  # one verdict per dataset of the table (paper: Tables I-III ...)
+            verdict, text = paired_verdict(_by_seed(part, "method", PROMPTPAR_LABEL),
+                                           _by_seed(part, "method", label))
+            where = f" on {dataset}" if len(groups) > 1 else ""
+            rows.append(_row(claim + where, evidence, "test mA " + text, _seed_list(part), verdict, "04", file))
     return rows
 
 

@@ -26,6 +26,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from parkit.backbone.checkfiles import CLIP_ENV, VIT_ENV, describe_check_weights, write_check_weights
 from parkit.backbone.micro import MICRO_CHECKPOINT
 from parkit.backbone.pretrain import CAPTION_MODES, DEFAULTS, SIZES, pretrain_micro_clip
 from parkit.data import list_datasets
@@ -39,7 +40,7 @@ from parkit.train.distributed import cleanup_distributed
 from parkit.train.inference import predictions_to_json
 from parkit.train.schedule import get_recipe
 
-COMMANDS = ("train", "eval", "predict", "pretrain-backbone", "export", "presets", "datasets")
+COMMANDS = ("train", "eval", "predict", "pretrain-backbone", "export", "check-weights", "presets", "datasets")
 
 
 def key_values(pairs: Optional[Sequence[str]], flag: str) -> dict:
@@ -326,6 +327,28 @@ def run_export(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- check-weights ----------------------------------------------------------------------------
+
+def add_check_weights_parser(sub) -> argparse.ArgumentParser:
+    """`check-weights`: seeded stand-ins for the paper profile's two weight files."""
+    c = sub.add_parser("check-weights", help="write seeded stand-ins of the paper profile's two weight files "
+                                             "(for PROFILE=paper-check)")
+    c.add_argument("folder", help="where to write them (kept when already there)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--overwrite", action="store_true", help="rewrite files that exist")
+    c.set_defaults(run=run_check_weights)
+    return c
+
+
+def run_check_weights(a: argparse.Namespace) -> int:
+    """Write both files, say they are not the official ones, and print the two lines to export."""
+    paths = write_check_weights(a.folder, seed=a.seed, overwrite=a.overwrite)
+    print(describe_check_weights(paths["clip"], paths["vit"]), file=sys.stderr)
+    print(f"export {CLIP_ENV}={paths['clip'].resolve()}")
+    print(f"export {VIT_ENV}={paths['vit'].resolve()}")
+    return 0
+
+
 # --- listings ---------------------------------------------------------------------------------
 
 def run_presets(a: argparse.Namespace) -> int:
@@ -354,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
     add_pretrain_backbone_parser(sub)
     add_export_parser(sub)
+    add_check_weights_parser(sub)
     sub.add_parser("presets", help="list model presets").set_defaults(run=run_presets)
     sub.add_parser("datasets", help="list dataset loaders").set_defaults(run=run_datasets)
     return p

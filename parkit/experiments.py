@@ -32,6 +32,7 @@ from parkit.model.config import preset_config
 from parkit.profiles import Profile, repo_root
 from parkit.progress import tqdm
 from parkit.train import TrainConfig, evaluate, train
+from parkit.train.evaluation import limit_indices
 from parkit.train.checkpoint import load_model
 
 HEADLINE = ("mA", "Acc", "Prec", "Rec", "F1")
@@ -112,6 +113,14 @@ class RunPlan:
         """Started and interrupted: `run_experiment` continues from its last checkpoint."""
         return not self.cached and (self.out_dir / "last.pt").exists()
 
+    def train_images(self, dataset) -> int:
+        """Training images per epoch (the training split, cut to the config's `train_limit`)."""
+        cfg = self.train_config
+        split = cfg.train_split or ("train" if cfg.select_on == "val" else "trainval")
+        if split not in dataset.splits:
+            return 0
+        return int(len(limit_indices(dataset.split_indices(split), cfg.train_limit)))
+
 
 def plan_run(name: str, profile: Profile, dataset, preset: Optional[str] = None,
              overrides: Optional[dict] = None, epochs: Optional[int] = None, seed: int = 0,
@@ -182,7 +191,8 @@ def run_experiment(name: str, profile: Profile, dataset, preset: Optional[str] =
     row = {"run": name, "preset": preset, **{k: test.get(k) for k in HEADLINE},
            "trainable": counts["trainable"], "total": counts["total"],
            "epochs": epochs_done, "best_epoch": best_epoch,
-           "minutes": (time.perf_counter() - t0) / 60}
+           "minutes": (time.perf_counter() - t0) / 60, "train_images": plan.train_images(dataset),
+           "device": str(profile.device or default_device())}
     done.write_text(json.dumps({"row": row, "spec": spec, "names": [name]}, indent=2, default=str))
     return Experiment(name, row, out, spec)
 
@@ -266,7 +276,9 @@ def list_runs(profile: Profile):
     rows = []
     for path in sorted(runs_dir(profile).glob("*/experiment.json")):
         saved = json.loads(path.read_text())
-        rows.append({**saved["row"], "seed": saved.get("spec", {}).get("seed"), "dir": str(path.parent)})
+        spec = saved.get("spec", {})
+        rows.append({**saved["row"], "seed": spec.get("seed", spec.get("train", {}).get("seed")),
+                     "dir": str(path.parent)})
     return pd.DataFrame(rows)
 
 
@@ -307,6 +319,100 @@ def compare(specs, profile: Profile, dataset, seeds=None, metrics=HEADLINE, labe
                          "trainable": exp.row["trainable"], "total": exp.row["total"]})
     long = pd.DataFrame(per_seed)
     return _summarise(long, label, metrics)
+
+
+def compare_datasets(specs, profile: Profile, datasets, **options):
+    """`compare` on each dataset, stacked: one table with a leading `dataset` column.
+
+    Args:
+        specs: `compare`'s (label, kwargs) pairs, or a function of the dataset returning them.
+        profile: the notebook's profile.
+        datasets: `PARDataset`s (e.g. `profiles.profile_datasets(profile, "table")`).
+        **options: further `compare` arguments (seeds, metrics, label).
+
+    Returns:
+        The stacked table; `attrs["per_seed"]` stacks the per-seed rows the same way. Empty (with
+        the columns `dataset` and the label) when no dataset is usable.
+    """
+    import pandas as pd
+
+    tables, long = [], []
+    for ds in datasets:
+        table = compare(specs(ds) if callable(specs) else specs, profile, ds, **options)
+        tables.append(table.assign(dataset=ds.name))
+        long.append(table.attrs["per_seed"].assign(dataset=ds.name))
+    if not tables:
+        return pd.DataFrame(columns=["dataset", options.get("label", "method")])
+    out = pd.concat(tables, ignore_index=True)
+    out = out[["dataset", *[c for c in out.columns if c != "dataset"]]]
+    out.attrs["per_seed"] = pd.concat(long, ignore_index=True)
+    return out
+
+
+def plan(specs, profile: Profile, datasets, seeds=None):
+    """The runs a comparison will make, before it makes them: one row per (dataset, spec, seed).
+
+    Columns: dataset, run, seed, epochs, train images (per epoch), status ("cached": read back;
+    "resumes": continues from its checkpoint; "to train") and "estimated minutes" for the runs
+    still to train, from the throughput of the runs this profile finished on this machine
+    (seconds per training image, per preset when there are some, else over all presets; NaN
+    before the first run finished). `attrs["note"]` says what the estimate rests on.
+    """
+    import pandas as pd
+
+    seeds = tuple(profile.seeds if seeds is None else seeds)
+    rate, basis = _seconds_per_image(profile)
+    rows = []
+    for ds in datasets:
+        for _, kwargs in (specs(ds) if callable(specs) else specs):
+            kwargs = dict(kwargs)
+            run_name = kwargs.pop("name", None) or kwargs.get("preset") or profile.preset
+            for seed in seeds:
+                p = plan_run(run_name, profile, ds, seed=seed, **kwargs)
+                status = "cached" if p.cached else ("resumes" if p.resumable else "to train")
+                images = p.train_images(ds)
+                per_image = rate.get(p.preset, rate.get("*"))
+                minutes = (per_image * images * p.epochs / 60
+                           if per_image is not None and status != "cached" else float("nan"))
+                rows.append({"dataset": ds.name, "run": run_name, "seed": seed, "epochs": p.epochs,
+                             "train images": images, "status": status, "estimated minutes": minutes})
+    table = pd.DataFrame(rows)
+    todo = table[table["status"] != "cached"] if len(table) else table
+    total = todo["estimated minutes"].sum(min_count=1) if len(todo) else 0.0
+    table.attrs["note"] = (f"{len(table)} run(s): {len(table) - len(todo)} cached, {len(todo)} to train or resume"
+                           + (f", about {total:.0f} min on {profile.device or default_device()} ({basis})"
+                              if len(todo) and total == total else
+                              (f"; no estimate yet ({basis})" if len(todo) else "")))
+    return table
+
+
+def show_plan(specs, profile: Profile, datasets, seeds=None):
+    """Print what a comparison will do before it trains (see `plan`): one summary line, then the
+    runs still to train or resume, and return the whole plan."""
+    table = plan(specs, profile, datasets, seeds)
+    print("Plan: " + table.attrs["note"])
+    todo = table[table["status"] != "cached"] if len(table) else table
+    if len(todo):
+        print(todo.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
+    return table
+
+
+def _seconds_per_image(profile: Profile):
+    """Training seconds per image of this profile's finished runs on this kind of device:
+    ({preset: seconds, "*": over all presets}, a sentence saying what it rests on)."""
+    runs = list_runs(profile)
+    device = str(profile.device or default_device())
+    if runs.empty or "train_images" not in runs:
+        return {}, "no finished run of this profile to measure throughput from"
+    runs = runs[(runs["train_images"] > 0) & (runs["epochs"] > 0)]
+    if "device" in runs:
+        runs = runs[runs["device"].astype(str).str.split(":").str[0] == device.split(":")[0]]
+    if runs.empty:
+        return {}, f"no finished run of this profile on {device} to measure throughput from"
+    per_image = runs["minutes"] * 60 / (runs["train_images"] * runs["epochs"])
+    rate = per_image.groupby(runs["preset"]).median().to_dict()
+    rate["*"] = float(per_image.median())
+    return rate, f"measured on {len(runs)} finished runs: {rate['*']:.3f} s per training image (median)"
 
 
 def parallel_runs(profile: Profile) -> int:
@@ -394,9 +500,15 @@ def sweep(profile: Profile, dataset, setting: str, values, epochs: Optional[int]
         over seeds and the trainable parameters of each value (epochs: the profile's ablation
         budget).
     """
+    return compare(sweep_specs(profile, setting, values, epochs), profile, dataset, seeds=seeds,
+                   metrics=metrics, label=setting)
+
+
+def sweep_specs(profile: Profile, setting: str, values, epochs: Optional[int] = None) -> list:
+    """`compare` specs of a sweep: one run per value of a config `setting` (default epochs: the
+    profile's ablation budget)."""
     epochs = profile.ablation_epochs if epochs is None else epochs
-    specs = [(value, dict(name=f"{setting}={value}", overrides={setting: value}, epochs=epochs)) for value in values]
-    return compare(specs, profile, dataset, seeds=seeds, metrics=metrics, label=setting)
+    return [(value, dict(name=f"{setting}={value}", overrides={setting: value}, epochs=epochs)) for value in values]
 
 
 # The comparisons of notebooks 04 and 05, named once: the claims ledger (`parkit.claims`) finds

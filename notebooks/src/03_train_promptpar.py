@@ -19,7 +19,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from parkit import paper
-from parkit.experiments import run_experiment
+from parkit.experiments import run_experiment, show_plan
 from parkit.plots import per_attribute_bars, save_figure, training_curves
 from parkit.profiles import profile_dataset, setup
 from parkit.reporting import save_table, to_markdown
@@ -35,6 +35,7 @@ print(dataset.summary())
 # last checkpoint, and a finished run is read back instead of retrained.
 
 # %%
+show_plan([("PromptPAR", dict(name="promptpar", epochs=profile.epochs))], profile, [dataset]);
 exp = run_experiment("promptpar", profile, dataset, epochs=profile.epochs)
 print(exp.row)
 

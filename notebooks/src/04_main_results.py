@@ -16,21 +16,29 @@ PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 from IPython.display import Markdown, display
 
 from parkit import claims, paper
-from parkit.experiments import compare, main_method_specs
+from parkit.experiments import compare_datasets, main_method_specs, show_plan
 from parkit.plots import accuracy_vs_parameters, save_figure
-from parkit.profiles import profile_dataset, setup
+from parkit.profiles import profile_datasets, setup
 from parkit.reporting import save_table, to_markdown
 
 profile, FIG, RES = setup(PROFILE)
-dataset = profile_dataset(profile)
+datasets = profile_datasets(profile, "table")  # paper: PA100K, PETA, RAPv1, then RAPv2 and WIDER
+specs = main_method_specs(profile)
+
+# %% [markdown]
+# The plan: every run of the table, which are already finished (read back, keyed on their whole
+# configuration) and how long the others should take on this device.
 
 # %%
-results = compare(main_method_specs(profile), profile, dataset)
+show_plan(specs, profile, datasets);
+
+# %%
+results = compare_datasets(specs, profile, datasets)
 results["trainable %"] = 100 * results["trainable"] / results["total"]
 save_table(results, RES / "04_main_results_summary")
 save_table(results.attrs["per_seed"], RES / "04_main_results_seeds")
-display(Markdown(f"**This run** ({dataset.name}, profile `{profile.name}`, seeds {list(profile.seeds)}: "
-                 f"mean and sd)\n\n" + to_markdown(results)))
+display(Markdown(f"**This run** ({', '.join(d.name for d in datasets)}, profile `{profile.name}`, "
+                 f"seeds {list(profile.seeds)}: mean and sd)\n\n" + to_markdown(results)))
 
 # %% [markdown]
 # ### This table and the paper's claims
@@ -62,6 +70,8 @@ published = paper.paper_table(["PA100K", "PETA", "RAPv1"])
 display(Markdown(to_markdown(published) + "\n\n" + published.attrs["legend"]))
 
 # %%
-fig = accuracy_vs_parameters(results, label="method", yerr="mA sd",
-                             title=f"Accuracy vs trainable parameters ({dataset.name}, {profile.name})")
-save_figure(fig, FIG / "04_accuracy_vs_parameters.png");
+for name, rows in results.groupby("dataset", sort=False):
+    fig = accuracy_vs_parameters(rows, label="method", yerr="mA sd",
+                                 title=f"Accuracy vs trainable parameters ({name}, {profile.name})")
+    save_figure(fig, FIG / ("04_accuracy_vs_parameters.png" if len(datasets) == 1 else
+                            f"04_accuracy_vs_parameters_{name}.png"));

@@ -16,13 +16,16 @@ PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 from IPython.display import Markdown, display
 
 from parkit import claims
-from parkit.experiments import ablation_specs, compare
+from parkit.experiments import ablation_specs, compare, show_plan
 from parkit.plots import ablation_bars, save_figure
 from parkit.profiles import profile_dataset, setup
 from parkit.reporting import save_table, to_markdown
 
 profile, FIG, RES = setup(PROFILE)
-dataset = profile_dataset(profile)
+dataset = profile_dataset(profile, name=profile.ablation_dataset)  # paper: RAPv1 unless $PARKIT_ABLATION_DATASET
+
+# %%
+show_plan(ablation_specs(profile), profile, [dataset]);
 
 # %%
 ablation = compare(ablation_specs(profile), profile, dataset, metrics=("mA", "Acc", "F1"), label="variant")

@@ -14,20 +14,24 @@ PROFILE = os.environ.get("PARKIT_PROFILE", "demo")
 from IPython.display import Markdown, display
 
 from parkit import claims
-from parkit.experiments import sweep
+from parkit.experiments import show_plan, sweep, sweep_specs
 from parkit.plots import metric_curve, save_figure
 from parkit.profiles import profile_dataset, setup
 from parkit.reporting import save_table, to_markdown
 
 profile, FIG, RES = setup(PROFILE)
-dataset = profile_dataset(profile)
+dataset = profile_dataset(profile, name=profile.ablation_dataset)  # paper: RAPv1 unless $PARKIT_ABLATION_DATASET
+SWEEPS = {"vis_prompt": profile.prompt_lengths, "vis_depth": profile.prompt_depths,
+          "text_prompt": profile.text_prompt_lengths}
+show_plan([spec for setting, values in SWEEPS.items() for spec in sweep_specs(profile, setting, values)],
+          profile, [dataset]);
 
 # %% [markdown]
 # ## Visual prompt length
 # With region division the prompts are split into 1 + 4 equal groups, so lengths are multiples of 5.
 
 # %%
-length = sweep(profile, dataset, "vis_prompt", profile.prompt_lengths)
+length = sweep(profile, dataset, "vis_prompt", SWEEPS["vis_prompt"])
 save_table(length, RES / "06_prompt_length_summary")
 save_table(length.attrs["per_seed"], RES / "06_prompt_length_seeds")
 display(Markdown(to_markdown(length)))
@@ -49,7 +53,7 @@ save_figure(fig, FIG / "06_prompt_length.png");
 # ## Prompt depth (number of layers that receive fresh prompts)
 
 # %%
-depth = sweep(profile, dataset, "vis_depth", profile.prompt_depths)
+depth = sweep(profile, dataset, "vis_depth", SWEEPS["vis_depth"])
 save_table(depth, RES / "06_prompt_depth_summary")
 display(Markdown(to_markdown(depth)))
 fig = metric_curve(depth, "vis_depth", "mA", xlabel="prompted layers", title="mA vs prompt depth")
@@ -59,7 +63,7 @@ save_figure(fig, FIG / "06_prompt_depth.png");
 # ## Text prompt length (effective placement)
 
 # %%
-text = sweep(profile, dataset, "text_prompt", ((1, 3, 6) if profile.is_paper else (1, 3)))
+text = sweep(profile, dataset, "text_prompt", SWEEPS["text_prompt"])
 save_table(text, RES / "06_text_prompt_length_summary")
 display(Markdown(to_markdown(text)))
 fig = metric_curve(text, "text_prompt", "mA", xlabel="text prompt tokens per layer", title="mA vs text prompt length")

@@ -18,50 +18,57 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from parkit import paper
-from parkit.data import load_dataset
-from parkit.experiments import run_experiment
+from parkit.data.discovery import survey_datasets
+from parkit.experiments import run_experiment, show_plan
 from parkit.plots import metric_bars, save_figure
-from parkit.profiles import data_root, profile_dataset, setup
+from parkit.profiles import data_root, load_real_dataset, profile_dataset, profile_datasets, setup
 from parkit.reporting import save_table, to_markdown
 
 profile, FIG, RES = setup(PROFILE)
 
 # %% [markdown]
 # ## Split sizes: official versus parkit's identity-disjoint splits
+# Read from the annotations alone (no image needed), for whatever is under `PARKIT_DATA_ROOT`.
 
 # %%
-rows = []
-base = data_root()
-for name, folder in (("PETA-ZS", "PETA"), ("RAP-ZS", "RAPv2")):
-    if base is not None and (base / folder).is_dir():
-        ds = load_dataset(name, base / folder, require_images=False)
-        rows.append({"dataset": name, "source": ds.split_source,
-                     **{k: len(ds.splits[k]) for k in ("train", "val", "test")},
-                     "official sizes": ds.info.get("official_sizes")})
-    else:
-        rows.append({"dataset": name, "source": "not present (set PARKIT_DATA_ROOT)"})
-display(Markdown(to_markdown(pd.DataFrame(rows))))
+display(Markdown(to_markdown(pd.DataFrame(survey_datasets(data_root(), ("PETA-ZS", "RAP-ZS"))))))
 
 # %% [markdown]
-# ## SynthPAR: random versus identity-disjoint split
+# ## Random versus identity-disjoint split
+# The paper profile trains PromptPAR on each zero-shot protocol present (PETA-ZS, RAP-ZS) and on the
+# random split of the same dataset (PETA, RAPv2); smoke and demo on SynthPAR's two protocols.
 
 # %%
-if profile.is_paper:  # PETA's random partition vs the PETA-ZS identity-disjoint protocol
-    random_split = load_dataset("PETA", base / "PETA")
-    identity_split = load_dataset("PETA-ZS", base / "PETA")
-else:
-    random_split = profile_dataset(profile)
-    identity_split = profile_dataset(profile, split_protocol="identity")
+PARENT = {"PETA-ZS": "PETA", "RAP-ZS": "RAPv2"}
+identity_splits = profile_datasets(profile, "zero-shot")
+pairs = []  # (protocol label, dataset, run name)
+for zs_ds in identity_splits:
+    if profile.is_paper:  # the random split of the same dataset, when it is usable here
+        choice = load_real_dataset(profile, PARENT[zs_ds.name])
+        print(("using " if choice.usable else "skipped: ") + choice.reason)
+        random_ds = choice.dataset
+    else:
+        random_ds = profile_dataset(profile)
+    if random_ds is not None:
+        pairs.append((f"random split ({random_ds.name})", random_ds, "promptpar"))
+    pairs.append((f"identity-disjoint split ({zs_ds.name})", zs_ds, "promptpar-zs"))
+for label, ds, run in pairs:
+    show_plan([(label, dict(name=run, epochs=profile.epochs))], profile, [ds]);
+
+# %%
 rows = []
-for label, ds in (("random split", random_split), ("identity-disjoint split", identity_split)):
-    exp = run_experiment("promptpar" if ds is random_split else "promptpar-zs", profile, ds, epochs=profile.epochs)
-    rows.append({"protocol": label, "train": len(ds.splits["trainval"]), "test": len(ds.splits["test"]),
+for label, ds, run in pairs:
+    exp = run_experiment(run, profile, ds, epochs=profile.epochs)
+    rows.append({"protocol": label, "train": len(ds.splits["train"]), "test": len(ds.splits["test"]),
                  **{k: exp.row[k] for k in ("mA", "Acc", "F1")}})
-zs = pd.DataFrame(rows)
+zs = pd.DataFrame(rows, columns=["protocol", "train", "test", "mA", "Acc", "F1"])
 save_table(zs, RES / "08_zero_shot_summary")
 display(Markdown(to_markdown(zs)))
-fig = metric_bars(zs, "protocol", title=f"Random vs identity-disjoint split ({random_split.name}, {profile.name})")
-save_figure(fig, FIG / "08_zero_shot_protocols.png");
+
+# %%
+if len(zs):
+    fig = metric_bars(zs, "protocol", title=f"Random vs identity-disjoint split ({profile.name})")
+    save_figure(fig, FIG / "08_zero_shot_protocols.png");
 
 # %% [markdown]
 # ## The paper's zero-shot numbers

@@ -28,6 +28,7 @@ model = run_experiment("promptpar", profile, dataset, epochs=profile.epochs).loa
 rows = dataset.split_indices("test")[:3]
 show = [dataset.attributes.index(a) for a in ("Female", "Hat", "Glasses", "LongSleeve", "Trousers", "Skirt&Dress",
                                               "boots", "Backpack") if a in dataset.attributes][:6]
+show = show or list(range(min(6, dataset.num_attributes)))  # a dataset with other attribute names
 
 # %% [markdown]
 # ## MM-former attention: attribute token → image patches

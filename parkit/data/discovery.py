@@ -38,19 +38,25 @@ def find_dataset_roots(base: Optional[Path | str]) -> Dict[str, Optional[Path]]:
     return roots
 
 
-def survey_datasets(base: Optional[Path | str]) -> List[dict]:
+def survey_datasets(base: Optional[Path | str], names: Optional[Sequence[str]] = None) -> List[dict]:
     """Read every benchmark found under `base` (annotations only) and summarise it.
 
     A partial copy of a dataset is reported with the loader's own explanation instead of
     stopping the survey.
 
+    Args:
+        base: the folder holding the datasets (None: nothing is present).
+        names: only these datasets (default: every one of `DATASET_FOLDERS`).
+
     Returns:
-        One dict per dataset of `DATASET_FOLDERS`: "dataset", "status" ("read", "not present" or
-        "not readable here"), the split sizes and "unknown labels" when read, and "reason" (the
-        first line of the loader's error) when not readable.
+        One dict per dataset: "dataset", "status" ("read", "not present" or "not readable here"),
+        the split sizes, "unknown labels" and "official sizes" (where the loader knows them) when
+        read, and "reason" (the first line of the loader's error) when not readable.
     """
     rows = []
     for name, root in find_dataset_roots(base).items():
+        if names is not None and name not in names:
+            continue
         if root is None:
             rows.append({"dataset": name, "status": "not present"})
             continue
@@ -60,6 +66,7 @@ def survey_datasets(base: Optional[Path | str]) -> List[dict]:
             rows.append({"dataset": name, "status": "not readable here", "reason": str(exc).splitlines()[0]})
             continue
         rows.append({**ds.summary(), "status": "read", "unknown labels": int(ds.ignore_mask.sum()),
+                     **({"official sizes": ds.info["official_sizes"]} if ds.info.get("official_sizes") else {}),
                      "root": str(root)})
     return rows
 
