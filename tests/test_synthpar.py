@@ -82,7 +82,7 @@ def test_load_random_and_identity_protocols(small):
 
 def test_identity_disjoint_split_at_scale():
     ids = np.repeat(np.arange(300), np.random.default_rng(0).integers(2, 7, 300))
-    s = sp._splits(ids, seed=3)
+    s = sp.dataset._splits(ids, seed=3)
     assert not set(ids[s["zs_trainval"]]) & set(ids[s["zs_test"]])
     assert abs(len(s["zs_test"]) / len(ids) - 0.3) < 0.02 and abs(len(s["zs_val"]) / len(ids) - 0.1) < 0.02
 
