@@ -52,11 +52,27 @@ def _key(spec: dict) -> str:
 
 
 def _backbone_fingerprint(config: dict) -> str:
-    """Checksum of the compact CLIP's committed weights, so a re-pretrained backbone never reuses
-    runs trained on the old one; OpenAI backbones are identified by name alone."""
-    if config.get("backbone") != "micro":
-        return str(config.get("backbone"))
-    return sha256_file(MICRO_CHECKPOINT)[:16] if MICRO_CHECKPOINT.exists() else "missing"
+    """Checksum of the backbone's weight file (the compact CLIP's committed file, or a file given by
+    path), so changed weights never reuse runs trained on the old ones; OpenAI backbones named by
+    name are identified by it (their file's checksum is checked when it is loaded)."""
+    backbone = str(config.get("backbone"))
+    path = MICRO_CHECKPOINT if backbone == "micro" else Path(backbone).expanduser()
+    if backbone != "micro" and not path.is_file():
+        return backbone
+    return _file_checksum(path)[:16] if path.exists() else "missing"
+
+
+_CHECKSUMS: dict = {}
+
+
+def _file_checksum(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, modification time): a paper-check CLIP file
+    is 300 MB and every planned run asks for it."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _CHECKSUMS:
+        _CHECKSUMS[key] = sha256_file(path)
+    return _CHECKSUMS[key]
 
 
 @dataclass

@@ -124,6 +124,7 @@ FLAGS = {
                           "--clip-grad", "--monitor-every", "--init"},
     "export": {"checkpoint", "output", "--opset", "--static-batch", "--official", "--dataset", "--trust",
                "--check"},
+    "check-weights": {"folder", "--seed", "--overwrite"},
     "presets": set(),
     "datasets": set(),
 }
@@ -212,3 +213,12 @@ def test_evaluate_official_checkpoint_uses_the_dataset_sentences(tmp_path):
         expected = torch.sigmoid(model(x).logits).numpy()
     np.testing.assert_allclose(res.probs, expected, rtol=1e-4, atol=1e-5)
     assert res.table.index.tolist() == ds.attributes
+
+
+def test_check_weights_writes_both_files_and_prints_the_exports(tmp_path, capsys):
+    assert main(["check-weights", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    lines = out.out.strip().splitlines()
+    assert [line.split("=")[0] for line in lines] == ["export PARKIT_CLIP_WEIGHTS", "export PARKIT_VIT_B16"]
+    assert all(Path(line.split("=", 1)[1]).is_file() for line in lines)
+    assert out.err.count("NOT the official weights") == 2
