@@ -74,6 +74,52 @@ def load_average() -> str:
         return "n/a"
 
 
+# Folders whose uncommitted changes make a report not describe its commit.
+CODE_DIRS = ("parkit/", "benchmarks/")
+
+
+def modified_code_paths(porcelain: str, ignore: Sequence[str] = ()) -> List[str]:
+    """Tracked files under `CODE_DIRS` with uncommitted changes, from `git status --porcelain` output.
+
+    Untracked files (`??`) are left out; for a rename the new path counts. `ignore` holds paths
+    (relative to the repository) that do not count, such as the report being rewritten.
+    """
+    out = []
+    for line in porcelain.splitlines():
+        if len(line) < 4 or line.startswith(("??", "!!")):
+            continue
+        path = line[3:].split(" -> ")[-1].strip().strip('"')
+        if path.startswith(CODE_DIRS) and path not in ignore:
+            out.append(path)
+    return sorted(set(out))
+
+
+def git_state(ignore: Sequence[str] = ()) -> Dict[str, object]:
+    """The commit the benchmarks run from.
+
+    Returns:
+        {"commit": `git rev-parse --short HEAD` (or "unknown" outside a git checkout),
+         "modified": tracked paths under parkit/ or benchmarks/ with uncommitted changes}.
+    """
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=str(REPO), capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        modified = modified_code_paths(git("status", "--porcelain"), ignore)
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "modified": []}
+    return {"commit": commit, "modified": modified}
+
+
+def describe_commit(commit: Optional[str], uncommitted: bool = False) -> str:
+    """`abc1234`, `abc1234 (uncommitted changes)`, or a plain statement that it was not recorded."""
+    if not commit:
+        return "commit not recorded"
+    return f"`{commit}`" + (" (uncommitted changes)" if uncommitted else "")
+
+
 def machine_info() -> Dict[str, object]:
     """What the numbers were measured on (CPU, cores, memory, versions, threads, load)."""
     import torch
