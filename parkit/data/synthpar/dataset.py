@@ -141,7 +141,8 @@ def make_synthpar(out_dir: Union[str, Path], n_images: int = 2000, seed: int = 0
     }
     _write_text(out / "meta.json", json.dumps(meta, indent=1))
     if progress:
-        print(f"SynthPAR: {n_images} images, {len(sizes)} identities in {time.perf_counter() - start:.1f} s -> {out}")
+        print(f"SynthPAR: {n_images} images, {len(sizes)} identities in {time.perf_counter() - start:.1f} s "
+              f"-> {_shown_path(out)}")
     return out
 
 
@@ -217,6 +218,18 @@ def _is_complete(root: Path, n_images: int, seed: int, image_size, label_noise: 
     if not all((root / f).is_file() for f in ("splits.json", "captions.jsonl")):
         return False
     return all((root / "images" / f"{i:06d}.png").is_file() for i in range(int(n_images)))
+
+
+def _shown_path(path: Path) -> str:
+    """`path` as a notebook may show it: under the cache as "<cache>/name", under the home folder
+    with "~" (committed outputs must not carry a machine's folders)."""
+    path = Path(path)
+    for base, label in ((cache_root(), "<parkit cache>"), (Path.home(), "~")):
+        try:
+            return str(Path(label) / path.resolve().relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return path.name
 
 
 def cache_root() -> Path:
