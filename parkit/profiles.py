@@ -92,8 +92,9 @@ _PROFILES = {
     "smoke": Profile("smoke", "SynthPAR", 240, "promptpar-micro", epochs=1, ablation_epochs=1,
                      batch_size=16, max_minutes=1.0, eval_limit=64,
                      prompt_lengths=(0, 5), prompt_depths=(1, 4)),
-    # Three seeds of every comparison in 04-06 (about 60 training runs): the whole notebook
-    # sequence measured 40 min 15 s on 2 CPU cores (2,409 s of notebooks).
+    # Three seeds of every comparison in 04-06 (about 60 training runs, two at a time on two cores:
+    # experiments.run_all). `make reproduce` on a fresh clone measured 36 min 23 s on 2 CPU cores,
+    # environment set-up and SynthPAR generation included (2,090 s of notebooks).
     "demo": Profile("demo", "SynthPAR", 1500, "promptpar-micro", epochs=6, ablation_epochs=3,
                     batch_size=32, max_minutes=3.0, eval_limit=None,
                     prompt_lengths=(0, 10, 20, 40), prompt_depths=(1, 4), seeds=(0, 1, 2),
