@@ -380,9 +380,9 @@ def plan(specs, profile: Profile, datasets, seeds=None):
     rate, basis = _seconds_per_image(profile)
     rows = []
     for ds in datasets:
-        for _, kwargs in (specs(ds) if callable(specs) else specs):
+        for label, kwargs in (specs(ds) if callable(specs) else specs):
             kwargs = dict(kwargs)
-            run_name = kwargs.pop("name", None) or kwargs.get("preset") or profile.preset
+            run_name = kwargs.pop("name", label)  # as `compare` names it
             for seed in seeds:
                 p = plan_run(run_name, profile, ds, seed=seed, **kwargs)
                 status = "cached" if p.cached else ("resumes" if p.resumable else "to train")

@@ -303,3 +303,8 @@ def test_localization_on_a_promptpar_model(synthpar):
     assert -1 <= att.attrs["mean_pairwise_correlation"] <= 1
     with pytest.raises(ExplainError, match="method"):
         localization(model, synthpar, method="saliency")
+
+
+def test_localization_names_what_a_model_without_the_input_contract_lacks(synthpar):
+    with pytest.raises(ExplainError, match="has no 'image_size'"):
+        localization(nn.Linear(2, 2), synthpar)

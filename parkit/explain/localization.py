@@ -296,10 +296,11 @@ def localization(model: nn.Module, dataset, split: str = "test", method: str = "
     """
     if method not in METHODS:
         raise ExplainError(f"method must be one of {METHODS}, got {method!r}")
-    for need in ("image_size", "normalization"):
-        if not hasattr(model, need):
-            raise ExplainError(f"{type(model).__name__} has no {need!r}; localization builds the model's "
-                               f"evaluation transform from model.image_size and model.normalization")
+    try:  # the model contract's input description (parkit.model.contract.PARModel)
+        input_size, normalization = int(model.image_size), model.normalization
+    except AttributeError as exc:
+        raise ExplainError(f"{type(model).__name__} has no {exc.name!r}; localization builds the model's "
+                           f"evaluation transform from model.image_size and model.normalization") from None
     regions = list(dataset.regions)
     measured = [j for j, r in enumerate(regions) if r in BODY_REGION_OF]
     if not measured:
@@ -311,7 +312,7 @@ def localization(model: nn.Module, dataset, split: str = "test", method: str = "
     labels = _drawn_labels(dataset)
     boxes = synthpar_boxes(dataset, rows, labels)
     image_size = tuple(int(v) for v in dataset.info["image_size"])
-    tf = build_transform(train=False, image_size=int(model.image_size), normalization=model.normalization)
+    tf = build_transform(train=False, image_size=input_size, normalization=normalization)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
 
@@ -322,7 +323,7 @@ def localization(model: nn.Module, dataset, split: str = "test", method: str = "
         maps.append(_grid_maps(model, images.to(device), method, measured))
     maps = np.concatenate(maps).astype(np.float64)  # (N, k, rows, cols)
     grid = maps.shape[-2:]
-    masks = {name: np.stack([box_to_grid(b[name], image_size, int(model.image_size), grid) for b in boxes])
+    masks = {name: np.stack([box_to_grid(b[name], image_size, input_size, grid) for b in boxes])
              for name in (*BODY_REGIONS, "body")}  # name -> (N, rows, cols)
 
     records = [_attribute_record(dataset, j, maps[:, k], masks, labels[rows, j] == 1 if positives_only else None)
