@@ -131,11 +131,10 @@ class RunPlan:
 
     def train_images(self, dataset) -> int:
         """Training images per epoch (the training split, cut to the config's `train_limit`)."""
-        cfg = self.train_config
-        split = cfg.train_split or ("train" if cfg.select_on == "val" else "trainval")
+        split = self.train_config.training_split
         if split not in dataset.splits:
             return 0
-        return int(len(limit_indices(dataset.split_indices(split), cfg.train_limit)))
+        return int(len(limit_indices(dataset.split_indices(split), self.train_config.train_limit)))
 
 
 def plan_run(name: str, profile: Profile, dataset, preset: Optional[str] = None,
@@ -322,11 +321,7 @@ def compare(specs, profile: Profile, dataset, seeds=None, metrics=HEADLINE, labe
     seeds = tuple(profile.seeds if seeds is None else seeds)
     if not seeds:
         raise ValueError("compare needs at least one seed (profile.seeds is empty)")
-    jobs = []
-    for name, kwargs in specs:
-        kwargs = dict(kwargs)
-        run_name = kwargs.pop("name", name)
-        jobs += [(name, run_name, kwargs, seed) for seed in seeds]
+    jobs = [(name, run_name, kwargs, seed) for name, run_name, kwargs in _named(specs) for seed in seeds]
     run_all(profile, dataset, [(run_name, kwargs, seed) for _, run_name, kwargs, seed in jobs])
     per_seed = []
     for name, run_name, kwargs, seed in jobs:  # every run is finished now: read back in order
@@ -335,6 +330,14 @@ def compare(specs, profile: Profile, dataset, seeds=None, metrics=HEADLINE, labe
                          "trainable": exp.row["trainable"], "total": exp.row["total"]})
     long = pd.DataFrame(per_seed)
     return _summarise(long, label, metrics)
+
+
+def _named(specs):
+    """(label, run name, run_experiment kwargs) of each `compare` spec: the run is named by the
+    spec's "name", else by its label."""
+    for label, kwargs in specs:
+        kwargs = dict(kwargs)
+        yield label, kwargs.pop("name", label), kwargs
 
 
 def compare_datasets(specs, profile: Profile, datasets, **options):
@@ -380,9 +383,7 @@ def plan(specs, profile: Profile, datasets, seeds=None):
     rate, basis = _seconds_per_image(profile)
     rows = []
     for ds in datasets:
-        for label, kwargs in (specs(ds) if callable(specs) else specs):
-            kwargs = dict(kwargs)
-            run_name = kwargs.pop("name", label)  # as `compare` names it
+        for _, run_name, kwargs in _named(specs(ds) if callable(specs) else specs):
             for seed in seeds:
                 p = plan_run(run_name, profile, ds, seed=seed, **kwargs)
                 status = "cached" if p.cached else ("resumes" if p.resumable else "to train")

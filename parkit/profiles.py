@@ -21,7 +21,7 @@ from parkit.backbone.checkfiles import CLIP_ENV, VIT_ENV, describe_check_weights
 from parkit.backbone.loading import BackboneUnavailable, fetch_openai_clip, openai_file_info
 from parkit.data import ensure_synthpar, load_dataset
 from parkit.data.base import DatasetError, PARDataset
-from parkit.data.discovery import DATASET_FOLDERS, find_dataset_roots
+from parkit.data.discovery import DATASET_FOLDERS, error_summary, find_dataset_roots
 from parkit.model.fusion import VIT_B16_FILENAME, VIT_B16_URL, default_mm_weights_path
 
 PROFILES = ("smoke", "demo", "paper", "paper-check")
@@ -238,6 +238,11 @@ class DatasetChoice:
     def usable(self) -> bool:
         return self.dataset is not None
 
+    @property
+    def line(self) -> str:
+        """What a notebook prints about it: "using <where>" or "skipped: <why>"."""
+        return ("using " if self.usable else "skipped: ") + self.reason
+
 
 # Splits a dataset needs for a run: training, selection (val) and the reported test split.
 NEEDED_SPLITS = ("train", "val", "test")
@@ -260,9 +265,7 @@ def load_real_dataset(profile: Profile, name: str) -> DatasetChoice:
             warnings.simplefilter("ignore")  # the dropped rows are reported below, in one line
             ds = load_dataset(name, root, skip_missing=profile.is_check)
     except (DatasetError, OSError) as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        first = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else repr(exc))
-        return DatasetChoice(name, reason=f"{name}: cannot be used: {first}")
+        return DatasetChoice(name, reason=f"{name}: cannot be used: {error_summary(exc)}")
     dropped, rows = ds.info.get("dropped_missing_images", 0), ds.info.get("rows_in_annotation", len(ds))
     empty = [k for k in NEEDED_SPLITS if len(ds.splits.get(k, ())) == 0]
     if empty:
@@ -316,7 +319,7 @@ def profile_datasets(profile: Profile, role: str = "table", say=print) -> List[P
     for name in names:
         choice = load_real_dataset(profile, name)
         if say is not None:
-            say(("using " if choice.usable else "skipped: ") + choice.reason)
+            say(choice.line)
         if choice.usable:
             usable.append(choice.dataset)
     return usable

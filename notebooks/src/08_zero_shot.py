@@ -45,7 +45,7 @@ pairs = []  # (protocol label, dataset, run name)
 for zs_ds in identity_splits:
     if profile.is_paper:  # the random split of the same dataset, when it is usable here
         choice = load_real_dataset(profile, PARENT[zs_ds.name])
-        print(("using " if choice.usable else "skipped: ") + choice.reason)
+        print(choice.line)
         random_ds = choice.dataset
     else:
         random_ds = profile_dataset(profile)

@@ -38,6 +38,15 @@ def find_dataset_roots(base: Optional[Path | str]) -> Dict[str, Optional[Path]]:
     return roots
 
 
+def error_summary(exc: BaseException) -> str:
+    """The first line of a loader's error, with the next one when the first only introduces it
+    ("... Looked for:")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+
+
 def survey_datasets(base: Optional[Path | str], names: Optional[Sequence[str]] = None) -> List[dict]:
     """Read every benchmark found under `base` (annotations only) and summarise it.
 
@@ -63,7 +72,7 @@ def survey_datasets(base: Optional[Path | str], names: Optional[Sequence[str]] =
         try:
             ds = load_dataset(name, root, require_images=False)
         except (DatasetError, OSError) as exc:
-            rows.append({"dataset": name, "status": "not readable here", "reason": str(exc).splitlines()[0]})
+            rows.append({"dataset": name, "status": "not readable here", "reason": error_summary(exc)})
             continue
         rows.append({**ds.summary(), "status": "read", "unknown labels": int(ds.ignore_mask.sum()),
                      **({"official sizes": ds.info["official_sizes"]} if ds.info.get("official_sizes") else {}),

@@ -141,10 +141,16 @@ class TrainConfig:
         batch_size = self.batch_size or recipe.batch_size
         return self.replace(
             recipe=recipe, epochs=self.epochs or recipe.epochs, batch_size=batch_size,
-            train_split=self.train_split or ("train" if self.select_on == "val" else "trainval"),
+            train_split=self.training_split,
             eval_batch_size=self.eval_batch_size or 2 * batch_size)
 
     # -- what identifies a run ------------------------------------------------------------------
+    @property
+    def training_split(self) -> str:
+        """The split the run trains on: `train_split`, else "train" when selecting on val (the
+        clean protocol) and "trainval" otherwise."""
+        return self.train_split or ("train" if self.select_on == "val" else "trainval")
+
     @property
     def selection_split(self) -> Optional[str]:
         """The split the model is selected on: "val", "test" or None (select_on="last")."""
