@@ -52,8 +52,8 @@ for zs_ds in identity_splits:
     if random_ds is not None:
         pairs.append((f"random split ({random_ds.name})", random_ds, "promptpar"))
     pairs.append((f"identity-disjoint split ({zs_ds.name})", zs_ds, "promptpar-zs"))
-for label, ds, run in pairs:
-    show_plan([(label, dict(name=run, epochs=profile.epochs))], profile, [ds]);
+for label, ds, run in pairs:  # one run per protocol (seed 0), as the next cell trains
+    show_plan([(label, dict(name=run, epochs=profile.epochs))], profile, [ds], seeds=(0,));
 
 # %%
 rows = []
